@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/extauthz/extauthz/internal/config"
+	"github.com/extauthz/extauthz/internal/metrics"
+	"github.com/extauthz/extauthz/internal/ratelimit"
+	"github.com/extauthz/extauthz/internal/ratelimit/rls"
+	"github.com/extauthz/extauthz/internal/redisconn"
+	"github.com/extauthz/extauthz/internal/server"
+)
+
+// serveFlags are the serve command's flags; each overrides the config file when given.
+type serveFlags struct {
+	config, grpcAddr, httpAddr, adminAddr, redisURL, rlsDir string
+}
+
+func parseServeFlags(args []string, stderr io.Writer) (*serveFlags, map[string]bool, error) {
+	var f serveFlags
+	fs := flag.NewFlagSet("extauthz serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.config, "config", "", "config `FILE` (YAML); without it, defaults and flags only")
+	fs.StringVar(&f.grpcAddr, "grpc-addr", "", "gRPC listen `HOST:PORT` (default "+config.DefaultGRPCAddr+")")
+	fs.StringVar(&f.httpAddr, "http-addr", "", "HTTP authorization listen `HOST:PORT` (default "+config.DefaultHTTPAddr+")")
+	fs.StringVar(&f.adminAddr, "admin-addr", "", "admin listen `HOST:PORT` for /healthz /readyz /metrics (default "+config.DefaultAdminAddr+")")
+	fs.StringVar(&f.redisURL, "redis-url", "", "Redis `URL` (redis://, rediss://, unix://); none anywhere means the embedded in-memory store")
+	fs.StringVar(&f.rlsDir, "rls-config-dir", "", "envoyproxy/ratelimit config `DIR` (one domain per YAML file)")
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	return &f, set, nil
+}
+
+// loadServeConfig reads the file (or the defaults), then the environment, then the flags, and
+// validates the result once.
+func loadServeConfig(f *serveFlags, set map[string]bool, getenv func(string) string) (*config.Config, error) {
+	override := func(cfg *config.Config) {
+		if set["grpc-addr"] {
+			cfg.Listen.GRPC = f.grpcAddr
+		}
+		if set["http-addr"] {
+			cfg.Listen.HTTP = f.httpAddr
+		}
+		if set["admin-addr"] {
+			cfg.Listen.Admin = f.adminAddr
+		}
+		if set["redis-url"] {
+			cfg.Redis.URL = f.redisURL
+		}
+		if set["rls-config-dir"] {
+			cfg.RateLimit.ConfigDir = f.rlsDir
+		}
+	}
+	if f.config != "" {
+		return config.LoadWith(f.config, getenv, override)
+	}
+	cfg := config.Default()
+	cfg.ApplyEnv(getenv)
+	override(cfg)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func runServe(args []string, stdout, stderr io.Writer) int {
+	f, set, err := parseServeFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "extauthz serve: %v\n", err)
+		return 2
+	}
+	cfg, err := loadServeConfig(f, set, os.Getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "extauthz serve: invalid configuration:\n%v\n", err)
+		return 1
+	}
+	log, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "extauthz serve: %v\n", err)
+		return 1
+	}
+	defer func() { _ = log.Sync() }()
+	routeRedisLogs(log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := serve(ctx, cfg, log); err != nil {
+		log.Error("extauthz stopped with an error", zap.Error(err))
+		return 1
+	}
+	log.Info("extauthz stopped")
+	return 0
+}
+
+// serve wires the components from cfg and runs them until ctx ends.
+func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
+	m := metrics.New()
+	format, err := ratelimit.ParseFormat(cfg.ResponseHeaders)
+	if err != nil {
+		return err
+	}
+
+	rc, err := redisconn.New(redisOptions(cfg.Redis), log)
+	if err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	defer rc.Close()
+	log.Info("redis configured", zap.String("redis", rc.Describe()), zap.Bool("embedded", rc.Embedded()), zap.Duration("timeout", rc.Timeout()))
+
+	svc := rls.NewService(ratelimit.NewFixedWindow(rc.Redis()), nil, rls.Options{
+		Prefix:  cfg.RateLimit.Prefix,
+		Headers: format,
+		Timeout: rc.Timeout(),
+		Logger:  log.Named("rls"),
+		Metrics: m,
+	})
+	var reloader *rls.Reloader
+	if dir := cfg.RateLimit.ConfigDir; dir != "" {
+		reloader = rls.NewReloader(dir, svc, log.Named("rls"), m)
+		if err := reloader.Reload(); err != nil {
+			return fmt.Errorf("rate limit config %s: %w", dir, err)
+		}
+		if cfg.RateLimit.Watch {
+			if err := reloader.Watch(ctx); err != nil {
+				return fmt.Errorf("watch rate limit config %s: %w", dir, err)
+			}
+		}
+	} else {
+		log.Warn("no ratelimit.config_dir: ShouldRateLimit answers OK with no limit for every domain")
+	}
+
+	srv, err := server.New(server.Options{
+		GRPCAddr:  cfg.Listen.GRPC,
+		HTTPAddr:  cfg.Listen.HTTP,
+		AdminAddr: cfg.Listen.Admin,
+		RateLimit: svc,
+		Backend:   rc,
+		Grace:     cfg.Shutdown.Grace.D(),
+		Drain:     cfg.Shutdown.Drain.D(),
+		Logger:    log,
+		Metrics:   m,
+	})
+	if err != nil {
+		return err
+	}
+	srv.SetLoaded(true)
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if reloader == nil {
+					log.Info("SIGHUP: no ratelimit.config_dir to reload")
+					continue
+				}
+				log.Info("SIGHUP: reloading rate limit config")
+				_ = reloader.Reload()
+			}
+		}
+	}()
+
+	log.Info("extauthz listening",
+		zap.String("version", version),
+		zap.String("grpc", srv.GRPCAddr().String()),
+		zap.String("http", srv.HTTPAddr().String()),
+		zap.String("admin", srv.AdminAddr().String()),
+		zap.String("response_headers", format.String()))
+	return srv.Run(ctx)
+}
+
+func redisOptions(r config.Redis) redisconn.Options {
+	return redisconn.Options{
+		URL:          r.URL,
+		Username:     r.Username,
+		Password:     r.Password,
+		Timeout:      r.Timeout.D(),
+		DialTimeout:  r.DialTimeout.D(),
+		PoolSize:     r.PoolSize,
+		MinIdleConns: r.MinIdleConns,
+		TLS: redisconn.TLSOptions{
+			CAFile:             r.TLS.CAFile,
+			CertFile:           r.TLS.CertFile,
+			KeyFile:            r.TLS.KeyFile,
+			ServerName:         r.TLS.ServerName,
+			InsecureSkipVerify: r.TLS.InsecureSkipVerify,
+		},
+	}
+}
+
+func newLogger(c config.Log, stderr io.Writer) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(c.Level)
+	if err != nil {
+		return nil, err
+	}
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if c.Format == "console" {
+		encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	} else {
+		enc = zapcore.NewJSONEncoder(encCfg)
+	}
+	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(stderr)), lvl)
+	return zap.New(core), nil
+}

@@ -1,0 +1,215 @@
+// Package config is the sidecar's one YAML configuration file: its typed shape, the defaults,
+// a strict decode that rejects unknown keys, cross-field checks and a few environment overrides
+// for secrets and addresses. Every problem is reported at once, each with its field path and,
+// when the config came from a file, its line.
+package config
+
+import (
+	"fmt"
+	"os"
+	"time"
+)
+
+// The defaults, named so that flags, docs and tests can refer to them.
+const (
+	DefaultGRPCAddr  = "127.0.0.1:9001"
+	DefaultHTTPAddr  = "127.0.0.1:9002"
+	DefaultAdminAddr = "127.0.0.1:9003"
+
+	// DefaultRedisTimeout is the per-call Redis deadline. It sits well under Envoy's 200 ms
+	// ext_authz timeout but above the ratelimit filter's 20 ms default, so a deployment that
+	// keeps that default should lower this one or raise the filter's.
+	DefaultRedisTimeout     = 25 * time.Millisecond
+	DefaultRedisDialTimeout = time.Second
+	// MaxRedisTimeout bounds redis.timeout: a per-call deadline longer than this would let
+	// goroutines pile up behind a stuck Redis long after the proxy has given up on the call.
+	MaxRedisTimeout = 10 * time.Second
+
+	DefaultResponseHeaders = "draft-7"
+	DefaultRLSPrefix       = "rls:"
+	DefaultLogLevel        = "info"
+	DefaultLogFormat       = "json"
+	DefaultShutdownGrace   = 10 * time.Second
+	DefaultShutdownDrain   = time.Duration(0)
+)
+
+// The environment variables ApplyEnv reads. They cover only what differs per deployment and
+// what should not sit in a ConfigMap: the Redis URL and password, and the listen addresses.
+const (
+	EnvRedisURL      = "EXTAUTHZ_REDIS_URL"
+	EnvRedisPassword = "EXTAUTHZ_REDIS_PASSWORD"
+	EnvGRPCAddr      = "EXTAUTHZ_GRPC_ADDR"
+	EnvHTTPAddr      = "EXTAUTHZ_HTTP_ADDR"
+	EnvAdminAddr     = "EXTAUTHZ_ADMIN_ADDR"
+)
+
+// Config is the whole file. A new section is a new field with a yaml tag: the strict decoder
+// walks the struct by reflection, so it needs no other change.
+type Config struct {
+	Listen          Listen    `yaml:"listen"`
+	Redis           Redis     `yaml:"redis"`
+	ResponseHeaders string    `yaml:"response_headers"`
+	RateLimit       RateLimit `yaml:"ratelimit"`
+	Log             Log       `yaml:"log"`
+	Shutdown        Shutdown  `yaml:"shutdown"`
+
+	// origins maps a field path to where its value came from (file and line, or an environment
+	// variable), so that Validate can point at the source of a bad value. It is shared between
+	// copies of a Config and never written after Parse except by ApplyEnv, which replaces it.
+	origins map[string]origin
+}
+
+// Listen holds the three listen addresses as host:port. Port 0 picks a free port, which
+// tests use.
+type Listen struct {
+	// GRPC serves Envoy's ratelimit (and ext_authz) services.
+	GRPC string `yaml:"grpc"`
+	// HTTP serves authorization for proxies that ask over HTTP.
+	HTTP string `yaml:"http"`
+	// Admin serves /healthz, /readyz and /metrics.
+	Admin string `yaml:"admin"`
+}
+
+// Redis says how to reach Redis. An empty URL selects the embedded in-memory store, which is
+// per process and so only right for a single replica.
+type Redis struct {
+	// URL is redis://, rediss:// (TLS) or unix:// in go-redis's format.
+	URL string `yaml:"url"`
+	// Username and Password override the URL's user info, so that the secret can come from
+	// the environment while the URL sits in a ConfigMap.
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// Timeout is the deadline of every Redis call made for a request.
+	Timeout Duration `yaml:"timeout"`
+	// DialTimeout bounds establishing a new connection.
+	DialTimeout Duration `yaml:"dial_timeout"`
+	// PoolSize is the connection pool size; 0 keeps go-redis's default (10 per GOMAXPROCS).
+	PoolSize int `yaml:"pool_size"`
+	// MinIdleConns keeps this many connections open while idle.
+	MinIdleConns int `yaml:"min_idle_conns"`
+	// TLS applies to rediss:// URLs only.
+	TLS TLS `yaml:"tls"`
+}
+
+// TLS configures the client side of a rediss:// connection. Files are paths read when the
+// client is built, not here.
+type TLS struct {
+	// CAFile is a PEM bundle that replaces the system roots.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are a client certificate for mutual TLS; they go together.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName overrides the name checked against the server's certificate.
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify turns certificate checks off; for tests only.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// RateLimit configures the envoyproxy/ratelimit-compatible service.
+type RateLimit struct {
+	// ConfigDir is an envoyproxy/ratelimit YAML directory; empty means no domains, so every
+	// ShouldRateLimit answers OK.
+	ConfigDir string `yaml:"config_dir"`
+	// Prefix starts every RLS counter key. It may not hold { or }, which would move the
+	// counters' Redis Cluster hash slot.
+	Prefix string `yaml:"prefix"`
+	// Watch reloads ConfigDir when it changes; SIGHUP reloads it either way.
+	Watch bool `yaml:"watch"`
+}
+
+// Log configures the process logger.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is json or console.
+	Format string `yaml:"format"`
+}
+
+// Shutdown configures what happens on SIGTERM.
+type Shutdown struct {
+	// Grace is the longest in-flight calls may run once shutdown starts.
+	Grace Duration `yaml:"grace"`
+	// Drain is how long readiness reports 503 before the listeners close, so that Kubernetes
+	// can take the pod out of its endpoints first.
+	Drain Duration `yaml:"drain"`
+}
+
+// Default returns a Config with every default filled in; it passes Validate.
+func Default() *Config {
+	return &Config{
+		Listen: Listen{
+			GRPC:  DefaultGRPCAddr,
+			HTTP:  DefaultHTTPAddr,
+			Admin: DefaultAdminAddr,
+		},
+		Redis: Redis{
+			Timeout:     Duration(DefaultRedisTimeout),
+			DialTimeout: Duration(DefaultRedisDialTimeout),
+		},
+		ResponseHeaders: DefaultResponseHeaders,
+		RateLimit: RateLimit{
+			Prefix: DefaultRLSPrefix,
+			Watch:  true,
+		},
+		Log: Log{
+			Level:  DefaultLogLevel,
+			Format: DefaultLogFormat,
+		},
+		Shutdown: Shutdown{
+			Grace: Duration(DefaultShutdownGrace),
+			Drain: Duration(DefaultShutdownDrain),
+		},
+	}
+}
+
+// Embedded reports whether the config selects the embedded in-memory store instead of Redis.
+func (c *Config) Embedded() bool { return c.Redis.URL == "" }
+
+// Load reads the file at path and parses it; errors name the path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// LoadWith is Load with override applied after the environment and before validation, so that
+// command-line flags take part in the checks: a file that is valid only with its flags (TLS
+// options with --redis-url rediss://...) is accepted, and a bad flag is reported too.
+func LoadWith(path string, getenv func(string) string, override func(*Config)) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return parseWith(path, data, getenv, override)
+}
+
+// Parse builds a Config from YAML: the defaults, then the document decoded strictly over
+// them, then the environment overrides, then Validate. name labels errors (usually the file
+// path; it may be empty). The error joins every problem found, each a *FieldError.
+func Parse(name string, data []byte) (*Config, error) {
+	return parse(name, data, os.Getenv)
+}
+
+// parse is Parse with the environment passed in, so that tests do not depend on the
+// process's own.
+func parse(name string, data []byte, getenv func(string) string) (*Config, error) {
+	return parseWith(name, data, getenv, nil)
+}
+
+func parseWith(name string, data []byte, getenv func(string) string, override func(*Config)) (*Config, error) {
+	c := Default()
+	d := decoder{file: name, origins: map[string]origin{}}
+	d.document(data, c)
+	c.origins = d.origins
+	c.ApplyEnv(getenv)
+	if override != nil {
+		override(c)
+	}
+	problems := append(d.errs, c.check()...)
+	if len(problems) > 0 {
+		return nil, join(problems)
+	}
+	return c, nil
+}

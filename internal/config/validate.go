@@ -1,0 +1,274 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"reflect"
+	"strconv"
+	"strings"
+	"unicode"
+)
+
+// The accepted values of the enumerated settings.
+var (
+	responseHeaderFormats = []string{"draft-6", "draft-7", "draft-8", "legacy", "none"}
+	logLevels             = []string{"debug", "info", "warn", "error"}
+	logFormats            = []string{"json", "console"}
+)
+
+// Validate checks every field and the fields against each other and returns every problem
+// joined (each a *FieldError), or nil. It is pure: it opens no file and resolves no name, so
+// a missing TLS file is left for the Redis client builder to report.
+func (c *Config) Validate() error { return join(c.check()) }
+
+// check returns the problems Validate joins.
+func (c *Config) check() []*FieldError {
+	k := checker{c: c}
+	k.listen()
+	k.redis()
+	k.oneOf("response_headers", c.ResponseHeaders, responseHeaderFormats)
+	k.rateLimit()
+	k.oneOf("log.level", c.Log.Level, logLevels)
+	k.oneOf("log.format", c.Log.Format, logFormats)
+	k.nonNegative("shutdown.grace", c.Shutdown.Grace)
+	k.nonNegative("shutdown.drain", c.Shutdown.Drain)
+	return k.errs
+}
+
+// checker collects problems, pinning each to where its value came from.
+type checker struct {
+	c    *Config
+	errs []*FieldError
+}
+
+// fail records a problem with the value val at path. The problem carries the file and line,
+// or the environment variable, that set the field, but only while the field still holds the
+// value that source gave it: a value changed since (by a flag, say) came from elsewhere.
+func (k *checker) fail(path string, val any, format string, args ...any) {
+	e := &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)}
+	if o, ok := k.c.origins[path]; ok && reflect.DeepEqual(o.val, val) {
+		if o.env != "" {
+			e.Msg += " (set by " + o.env + ")"
+		} else {
+			e.File, e.Line = o.file, o.line
+		}
+	}
+	k.errs = append(k.errs, e)
+}
+
+func (k *checker) oneOf(path, val string, allowed []string) {
+	for _, a := range allowed {
+		if val == a {
+			return
+		}
+	}
+	msg := fmt.Sprintf("%q is not one of %s", val, strings.Join(allowed, ", "))
+	if s := suggest(val, allowed); s != "" {
+		msg += fmt.Sprintf(" (did you mean %q?)", s)
+	}
+	k.fail(path, val, "%s", msg)
+}
+
+func (k *checker) nonNegative(path string, d Duration) {
+	if d < 0 {
+		k.fail(path, d, "must be >= 0, got %s", d)
+	}
+}
+
+// listen checks each address and that no two of them would bind the same socket. Port 0
+// asks the kernel for a free port, so it never clashes.
+func (k *checker) listen() {
+	type bound struct {
+		path, host string
+		port       int
+	}
+	var seen []bound
+	for _, a := range []struct{ path, val string }{
+		{"listen.grpc", k.c.Listen.GRPC},
+		{"listen.http", k.c.Listen.HTTP},
+		{"listen.admin", k.c.Listen.Admin},
+	} {
+		host, port, err := splitAddr(a.val)
+		if err != nil {
+			k.fail(a.path, a.val, "%v", err)
+			continue
+		}
+		if port == 0 {
+			continue
+		}
+		for _, b := range seen {
+			if b.port == port && (b.host == host || wildcard(b.host) || wildcard(host)) {
+				k.fail(a.path, a.val, "%q clashes with %s (%s)", a.val, b.path, net.JoinHostPort(b.host, strconv.Itoa(b.port)))
+				break
+			}
+		}
+		seen = append(seen, bound{a.path, host, port})
+	}
+}
+
+// splitAddr checks a listen address: host:port, where host is empty (every interface), an IP
+// (IPv6 in brackets) or a host name, and port a number from 0 to 65535.
+func splitAddr(addr string) (host string, port int, err error) {
+	if addr == "" {
+		return "", 0, errors.New("must be set, as host:port")
+	}
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q is not host:port (IPv6 hosts go in brackets: [::1]:9001)", addr)
+	}
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q: port must be a number from 0 to 65535", addr)
+	}
+	if !validHost(host) {
+		return "", 0, fmt.Errorf("%q: %q is neither an IP address nor a host name", addr, host)
+	}
+	return host, int(n), nil
+}
+
+func validHost(h string) bool {
+	if h == "" {
+		return true
+	}
+	ip, _, _ := strings.Cut(h, "%") // an IPv6 zone such as %eth0
+	if net.ParseIP(ip) != nil {
+		return true
+	}
+	if len(h) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(h, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// wildcard reports whether a listen host binds every interface, and so clashes with any other
+// host on the same port.
+func wildcard(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "" || (ip != nil && ip.IsUnspecified())
+}
+
+func (k *checker) redis() {
+	r := k.c.Redis
+	scheme, urlOK := "", true
+	if r.URL != "" {
+		scheme, urlOK = k.redisURL(r.URL)
+	}
+	switch {
+	case r.Timeout <= 0:
+		k.fail("redis.timeout", r.Timeout, "must be > 0, got %s", r.Timeout)
+	case r.Timeout.D() > MaxRedisTimeout:
+		k.fail("redis.timeout", r.Timeout, "must be at most %s, got %s", Duration(MaxRedisTimeout), r.Timeout)
+	}
+	if r.DialTimeout <= 0 {
+		k.fail("redis.dial_timeout", r.DialTimeout, "must be > 0, got %s", r.DialTimeout)
+	}
+	if r.PoolSize < 0 {
+		k.fail("redis.pool_size", r.PoolSize, "must be >= 0 (0 is go-redis's default), got %d", r.PoolSize)
+	}
+	if r.MinIdleConns < 0 {
+		k.fail("redis.min_idle_conns", r.MinIdleConns, "must be >= 0, got %d", r.MinIdleConns)
+	}
+	// An invalid URL has been reported already; guessing its scheme would only add noise.
+	if r.TLS != (TLS{}) && urlOK && scheme != "rediss" {
+		msg := "tls options need a rediss:// url"
+		if r.URL == "" {
+			msg += " (redis.url is empty, which selects the embedded store)"
+		}
+		k.fail("redis.tls", r.TLS, "%s", msg)
+	}
+	// The problem is pinned on the field that is set, since only that one has a line.
+	switch t := r.TLS; {
+	case t.CertFile != "" && t.KeyFile == "":
+		k.fail("redis.tls.cert_file", t.CertFile, "needs redis.tls.key_file too: a client certificate goes with its key")
+	case t.KeyFile != "" && t.CertFile == "":
+		k.fail("redis.tls.key_file", t.KeyFile, "needs redis.tls.cert_file too: a client key goes with its certificate")
+	}
+}
+
+// redisURL checks raw as go-redis will read it and returns its scheme. Messages never quote
+// the URL itself, which may hold a password.
+func (k *checker) redisURL(raw string) (scheme string, ok bool) {
+	bad := func(format string, args ...any) (string, bool) {
+		k.fail("redis.url", raw, format, args...)
+		return "", false
+	}
+	// "127.0.0.1:6379" is the likeliest mistake; url.Parse would call "localhost" its scheme.
+	if !strings.Contains(raw, "://") && !strings.HasPrefix(raw, "unix:") {
+		return bad("needs a scheme: redis://host:port/db, rediss://host:port/db or unix:///path/to/socket")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		var esc url.EscapeError
+		switch {
+		case errors.As(err, &esc):
+			// The escape's text may be part of the password.
+			return bad("not a valid URL: a %%-escape is malformed (escape %% in a password as %%25)")
+		case errors.As(err, &ue):
+			err = ue.Err
+		}
+		return bad("not a valid URL: %v", err)
+	}
+	switch u.Scheme {
+	case "redis", "rediss":
+		if p := u.Port(); p != "" {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				return bad("port %s is not from 1 to 65535", p)
+			}
+		}
+		var segs []string
+		for s := range strings.SplitSeq(u.Path, "/") {
+			if s != "" {
+				segs = append(segs, s)
+			}
+		}
+		switch {
+		case len(segs) > 1:
+			return bad("path %q: want at most one segment, the database number (/0)", u.Path)
+		case len(segs) == 1 && !validDB(segs[0]):
+			return bad("database number %q must be an integer >= 0", segs[0])
+		}
+	case "unix":
+		if u.Host != "" {
+			return bad("unix socket path must be absolute, as in unix:///run/redis.sock: %q was read as a host", u.Host)
+		}
+		if strings.TrimSpace(u.Path) == "" {
+			return bad("unix:// needs a socket path, as in unix:///run/redis.sock")
+		}
+	default:
+		return bad("scheme %q is not redis, rediss or unix", u.Scheme)
+	}
+	if q := u.Query(); q.Has("db") && !validDB(q.Get("db")) {
+		return bad("database number %q (the db parameter) must be an integer >= 0", q.Get("db"))
+	}
+	return u.Scheme, true
+}
+
+func validDB(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 0
+}
+
+func (k *checker) rateLimit() {
+	p := k.c.RateLimit.Prefix
+	switch {
+	case p == "":
+		k.fail("ratelimit.prefix", p, "must not be empty: it keeps RLS counters apart from other keys")
+	case strings.ContainsAny(p, "{}"):
+		k.fail("ratelimit.prefix", p, "%q must not contain { or }: they would pick the keys' Redis Cluster hash slot", p)
+	case strings.IndexFunc(p, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
+		k.fail("ratelimit.prefix", p, "%q must not contain whitespace or control characters", p)
+	}
+}

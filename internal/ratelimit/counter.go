@@ -1,0 +1,130 @@
+package ratelimit
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Scripter is the part of go-redis this package needs. It is declared here, smaller than
+// redis.Scripter, so that *redis.Client, *redis.ClusterClient, *redis.Ring, any
+// redis.UniversalClient and a client of an embedded miniredis all fit.
+type Scripter interface {
+	Eval(ctx context.Context, script string, keys []string, args ...interface{}) *redis.Cmd
+	EvalSha(ctx context.Context, sha1 string, keys []string, args ...interface{}) *redis.Cmd
+}
+
+var (
+	_ Scripter = (*redis.Client)(nil)
+	_ Scripter = (*redis.ClusterClient)(nil)
+	_ Scripter = (*redis.Ring)(nil)
+	_ Scripter = redis.UniversalClient(nil)
+	_ Scripter = redis.Scripter(nil)
+)
+
+// ErrInvalidHit means a Hit cannot be counted as given (empty key, window not positive, too
+// many hits). It is the caller's bug or bad config, not a Redis failure, and no Redis call
+// is made.
+var ErrInvalidHit = errors.New("ratelimit: invalid hit")
+
+// Hit asks to add Hits to the fixed window of Window seconds that contains "now" (Redis's
+// clock) for counter Key.
+//
+// Windows are aligned to the Unix epoch: the window starts at now - now%Window. The Redis
+// key actually touched is Key + ":" + Window + ":" + windowStart, so different windows of
+// one counter never share a key, and it expires one second after its window ends. Key
+// should be built with AppendEscaped so that user-controlled parts cannot collide.
+//
+// On Redis Cluster, Key must contain a non-empty {hash tag}: the suffix then stays in the
+// tag's slot, which the script needs because it touches keys derived from KEYS. All hits of
+// one Add must also share a slot (the script runs on one node); grouping hits by slot is
+// the caller's job.
+type Hit struct {
+	// Key names the counter; the window suffix is added to it.
+	Key string
+	// Window is the window length in seconds; it must be positive.
+	Window int64
+	// Hits is added to the count. 0 reads the count without writing anything, so checking
+	// a limit never creates a key.
+	Hits uint64
+}
+
+// validate rejects hits the script cannot count exactly: Lua divides by Window and INCRBY
+// takes a signed 64-bit increment.
+func (h Hit) validate() error {
+	switch {
+	case h.Key == "":
+		return fmt.Errorf("%w: empty key", ErrInvalidHit)
+	case h.Window <= 0:
+		return fmt.Errorf("%w: window %d is not positive", ErrInvalidHit, h.Window)
+	case h.Hits > math.MaxInt64:
+		return fmt.Errorf("%w: %d hits do not fit a redis integer", ErrInvalidHit, h.Hits)
+	}
+	return nil
+}
+
+// FixedWindowResult is the outcome of one Add.
+type FixedWindowResult struct {
+	// Now is Redis's TIME when the script ran, to the microsecond. Callers derive window
+	// starts (now - now%Window) and resets from it rather than from their own clock, so
+	// that they agree with the keys the script used.
+	Now time.Time
+	// Counts holds each hit's count after adding, in the order of the hits. For a read
+	// (Hits 0) it is the current count, 0 when the window has no key yet.
+	Counts []uint64
+}
+
+// FixedWindow counts hits in epoch-aligned fixed windows in Redis, all of a request's hits
+// in one atomic Lua call. It is safe for concurrent use.
+type FixedWindow struct {
+	rdb Scripter
+	sha string
+}
+
+// NewFixedWindow returns a FixedWindow that runs its script on rdb.
+func NewFixedWindow(rdb Scripter) *FixedWindow {
+	sum := sha1.Sum([]byte(fixedWindowScript))
+	return &FixedWindow{rdb: rdb, sha: hex.EncodeToString(sum[:])}
+}
+
+// Add adds every hit in one round trip: EVALSHA, and EVAL only when the server has lost the
+// script (a restart, SCRIPT FLUSH, a failover). The hits are counted atomically: no other
+// client's hits land between two of them. ctx bounds the call; Add sets no deadline of its
+// own. When hits is empty Add makes no call and returns a zero result.
+//
+// Errors wrap ErrInvalidHit for bad input, ErrBadReply for a reply of the wrong shape, and
+// otherwise the go-redis or context error.
+func (f *FixedWindow) Add(ctx context.Context, hits []Hit) (FixedWindowResult, error) {
+	if len(hits) == 0 {
+		return FixedWindowResult{}, nil
+	}
+	keys := make([]string, len(hits))
+	args := make([]interface{}, 2*len(hits))
+	for i, h := range hits {
+		if err := h.validate(); err != nil {
+			return FixedWindowResult{}, fmt.Errorf("hit %d: %w", i, err)
+		}
+		keys[i] = h.Key
+		args[2*i] = h.Window
+		args[2*i+1] = h.Hits
+	}
+	cmd := f.rdb.EvalSha(ctx, f.sha, keys, args...)
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		cmd = f.rdb.Eval(ctx, fixedWindowScript, keys, args...)
+	}
+	v, err := cmd.Result()
+	if err != nil {
+		return FixedWindowResult{}, fmt.Errorf("ratelimit: fixed window script: %w", err)
+	}
+	sec, usec, counts, err := parseFixedWindowReply(v, len(hits))
+	if err != nil {
+		return FixedWindowResult{}, err
+	}
+	return FixedWindowResult{Now: time.Unix(sec, usec*int64(time.Microsecond)), Counts: counts}, nil
+}

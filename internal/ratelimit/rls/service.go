@@ -1,0 +1,385 @@
+package rls
+
+import (
+	"context"
+	"errors"
+	"math"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/extauthz/extauthz/internal/metrics"
+	"github.com/extauthz/extauthz/internal/ratelimit"
+)
+
+// Counter adds hits to fixed windows in one atomic round trip; *ratelimit.FixedWindow is one.
+type Counter interface {
+	Add(ctx context.Context, hits []ratelimit.Hit) (ratelimit.FixedWindowResult, error)
+}
+
+var _ Counter = (*ratelimit.FixedWindow)(nil)
+
+var _ rlsv3.RateLimitServiceServer = (*Service)(nil)
+
+// Options tunes a Service. Zero values take the documented defaults.
+type Options struct {
+	// Prefix starts every Redis key of the service (default "rls:").
+	Prefix string
+	// Headers is the RateLimit header draft added to responses; the zero value adds none.
+	Headers ratelimit.Format
+	// Timeout bounds the Redis round trip of one request (default 25ms).
+	Timeout time.Duration
+	// Logger receives problems; nil means no logging.
+	Logger *zap.Logger
+	// Metrics receives counters; nil means none.
+	Metrics *metrics.Metrics
+}
+
+// Service answers envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit with the
+// verdicts envoyproxy/ratelimit gives for the same config directory.
+type Service struct {
+	rlsv3.UnimplementedRateLimitServiceServer
+
+	cfg     atomic.Pointer[Config]
+	counter Counter
+	prefix  string
+	headers ratelimit.Format
+	timeout time.Duration
+	log     *zap.Logger
+	m       *metrics.Metrics
+}
+
+// NewService returns a Service counting with counter and matching with cfg (nil: no domains).
+func NewService(counter Counter, cfg *Config, opts Options) *Service {
+	if opts.Prefix == "" {
+		opts.Prefix = "rls:"
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 25 * time.Millisecond
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	s := &Service{
+		counter: counter,
+		prefix:  opts.Prefix,
+		headers: opts.Headers,
+		timeout: opts.Timeout,
+		log:     opts.Logger,
+		m:       opts.Metrics,
+	}
+	if cfg == nil {
+		cfg, _ = Parse(nil)
+	}
+	s.cfg.Store(cfg)
+	return s
+}
+
+// Swap replaces the config snapshot atomically; requests in flight finish on the old one.
+func (s *Service) Swap(cfg *Config) { s.cfg.Store(cfg) }
+
+// Config returns the snapshot in use.
+func (s *Service) Config() *Config { return s.cfg.Load() }
+
+// descriptorState is the per-descriptor working state of one request.
+type descriptorState struct {
+	limit *RateLimit
+	// code is the metric code for descriptors decided without counting.
+	code string
+	// hit is the index into the hits slice, or -1 when the descriptor is not counted.
+	hit int
+	key string
+}
+
+// ShouldRateLimit decides one request. Bad requests get InvalidArgument; a Redis failure gets
+// Unavailable within the deadline so that Envoy's failure_mode_deny decides, never a made-up
+// verdict.
+func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	start := time.Now()
+	if s.m != nil {
+		g := s.m.InFlight.WithLabelValues("ShouldRateLimit")
+		g.Inc()
+		defer g.Dec()
+	}
+	resp, domainLabel, err := s.decide(ctx, req)
+	code := "OK"
+	if err != nil {
+		code = status.Code(err).String()
+	} else if resp.OverallCode == rlsv3.RateLimitResponse_OVER_LIMIT {
+		code = "OVER_LIMIT"
+	}
+	if s.m != nil {
+		s.m.RLSRequests.WithLabelValues(domainLabel, code).Inc()
+		s.m.RLSDuration.WithLabelValues(code).Observe(time.Since(start).Seconds())
+	}
+	return resp, err
+}
+
+func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, string, error) {
+	cfg := s.cfg.Load()
+	domain := req.GetDomain()
+	domainLabel := metrics.UnknownDomain
+	known := domain != "" && cfg.HasDomain(domain)
+	if known {
+		domainLabel = domain
+	}
+	if domain == "" {
+		return nil, domainLabel, status.Error(codes.InvalidArgument, "rate limit domain must not be empty")
+	}
+	descs := req.GetDescriptors()
+	if len(descs) == 0 {
+		return nil, domainLabel, status.Error(codes.InvalidArgument, "rate limit descriptor list must not be empty")
+	}
+
+	states := make([]descriptorState, len(descs))
+	for i, d := range descs {
+		st := &states[i]
+		st.hit = -1
+		if !known {
+			// An unknown domain answers OK with no limit, even for request-side overrides,
+			// as the reference does.
+			st.code = "NO_LIMIT"
+			continue
+		}
+		if o := d.GetLimit(); o != nil {
+			lim, err := overrideLimit(o)
+			if err != nil {
+				return nil, domainLabel, status.Errorf(codes.InvalidArgument, "descriptors[%d].limit: %v", i, err)
+			}
+			st.limit = lim
+			continue
+		}
+		st.limit = cfg.Match(domain, d.GetEntries())
+		if st.limit == nil {
+			st.code = "NO_LIMIT"
+		}
+	}
+	dropReplaced(states)
+
+	hits := make([]ratelimit.Hit, 0, len(descs))
+	for i := range states {
+		st := &states[i]
+		if st.limit == nil || st.limit.Unlimited {
+			continue
+		}
+		st.key = s.counterKey(domain, descs[i].GetEntries())
+		st.hit = len(hits)
+		hits = append(hits, ratelimit.Hit{Key: st.key, Window: st.limit.Window, Hits: hitsFor(req, descs[i])})
+	}
+
+	var res ratelimit.FixedWindowResult
+	if len(hits) > 0 {
+		cctx, cancel := context.WithTimeout(ctx, s.timeout)
+		t0 := time.Now()
+		var err error
+		res, err = s.counter.Add(cctx, hits)
+		cancel()
+		if s.m != nil {
+			s.m.RedisDuration.WithLabelValues("rls_fixed_window").Observe(time.Since(t0).Seconds())
+		}
+		if err != nil {
+			reason := redisReason(ctx, err)
+			if s.m != nil {
+				s.m.RedisErrors.WithLabelValues("rls_fixed_window", reason).Inc()
+			}
+			s.log.Warn("rate limit backend failed", zap.String("domain", domainLabel), zap.String("reason", reason), zap.Error(err))
+			if ctx.Err() != nil {
+				return nil, domainLabel, status.FromContextError(ctx.Err()).Err()
+			}
+			return nil, domainLabel, status.Error(codes.Unavailable, "rate limit backend unavailable: "+reason)
+		}
+		if len(res.Counts) != len(hits) {
+			return nil, domainLabel, status.Error(codes.Unavailable, "rate limit backend gave a malformed reply")
+		}
+	}
+
+	resp := &rlsv3.RateLimitResponse{
+		OverallCode: rlsv3.RateLimitResponse_OK,
+		Statuses:    make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(descs)),
+	}
+	var quotas []ratelimit.Quota
+	nowUnix := res.Now.Unix()
+	for i := range states {
+		st := &states[i]
+		ds := &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
+		resp.Statuses[i] = ds
+		switch {
+		case st.limit == nil:
+		case st.limit.Unlimited:
+			ds.LimitRemaining = math.MaxUint32
+			st.code = "UNLIMITED"
+		default:
+			lim := st.limit
+			after := res.Counts[st.hit]
+			limit := uint64(lim.RequestsPerUnit)
+			over := after > limit
+			var remaining uint64
+			if !over {
+				remaining = limit - after
+			}
+			windowEnd := time.Unix(nowUnix-nowUnix%lim.Window+lim.Window, 0)
+			reset := windowEnd.Sub(res.Now)
+			if reset < 0 {
+				reset = 0
+			}
+			ds.CurrentLimit = &rlsv3.RateLimitResponse_RateLimit{
+				Name:            lim.Name,
+				RequestsPerUnit: lim.RequestsPerUnit,
+				Unit:            lim.Unit,
+			}
+			ds.LimitRemaining = uint32(remaining)
+			ds.DurationUntilReset = durationpb.New(reset)
+			st.code = "OK"
+			if over {
+				if lim.ShadowMode {
+					st.code = "SHADOW_OVER_LIMIT"
+				} else {
+					st.code = "OVER_LIMIT"
+					ds.Code = rlsv3.RateLimitResponse_OVER_LIMIT
+					resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+				}
+			}
+			// Shadow rules never show up in client-facing headers: they must not change
+			// what a client sees.
+			if !lim.ShadowMode && s.headers != ratelimit.FormatNone {
+				quotas = append(quotas, ratelimit.Quota{
+					Name:      lim.Name,
+					Limit:     limit,
+					Remaining: remaining,
+					Window:    time.Duration(lim.Window) * time.Second,
+					Reset:     reset,
+					Key:       st.key,
+					Over:      over,
+				})
+			}
+		}
+		if s.m != nil {
+			rule := "_none"
+			if st.limit != nil {
+				rule = st.limit.Rule
+			}
+			s.m.RLSDescriptors.WithLabelValues(domainLabel, rule, st.code).Inc()
+		}
+	}
+	if len(quotas) > 0 {
+		for _, h := range ratelimit.AppendHeaders(nil, s.headers, quotas, res.Now) {
+			resp.ResponseHeadersToAdd = append(resp.ResponseHeadersToAdd, &corev3.HeaderValue{Key: h.Name, Value: h.Value})
+		}
+	}
+	return resp, domainLabel, nil
+}
+
+// overrideLimit builds the limit a request asks for with its own `limit` field; it replaces
+// config matching for that descriptor.
+func overrideLimit(o *ratelimitv3.RateLimitDescriptor_RateLimitOverride) (*RateLimit, error) {
+	// envoy.type.v3.RateLimitUnit and the response's Unit share their numbering for
+	// SECOND..YEAR.
+	unit := rlsv3.RateLimitResponse_RateLimit_Unit(int32(o.GetUnit()))
+	window, ok := UnitWindow(unit)
+	if !ok {
+		return nil, errors.New("unknown rate limit unit " + o.GetUnit().String())
+	}
+	if m := o.GetUnitMultiplier(); m != nil && m.GetValue() > 1 {
+		window *= int64(m.GetValue())
+	}
+	return &RateLimit{
+		RequestsPerUnit: o.GetRequestsPerUnit(),
+		Unit:            unit,
+		Window:          window,
+		Rule:            "_override",
+	}, nil
+}
+
+// dropReplaced removes every matched limit whose name another matched limit replaces; such a
+// descriptor answers OK with no current limit and its counter is not touched.
+func dropReplaced(states []descriptorState) {
+	var replaced map[string]struct{}
+	for i := range states {
+		lim := states[i].limit
+		if lim == nil || lim.Unlimited || len(lim.Replaces) == 0 {
+			continue
+		}
+		if replaced == nil {
+			replaced = make(map[string]struct{})
+		}
+		for _, n := range lim.Replaces {
+			replaced[n] = struct{}{}
+		}
+	}
+	if replaced == nil {
+		return
+	}
+	for i := range states {
+		lim := states[i].limit
+		if lim == nil || lim.Name == "" {
+			continue
+		}
+		if _, ok := replaced[lim.Name]; ok {
+			states[i].limit = nil
+			states[i].code = "REPLACED"
+		}
+	}
+}
+
+// hitsFor is the descriptor's own hits_addend when set (0 means check only), else the
+// request's (0 means 1).
+func hitsFor(req *rlsv3.RateLimitRequest, d *ratelimitv3.RateLimitDescriptor) uint64 {
+	if d.GetIsNegativeHits() {
+		// Refunds are not supported: the counter is read, never decremented.
+		return 0
+	}
+	if h := d.GetHitsAddend(); h != nil {
+		return h.GetValue()
+	}
+	if n := req.GetHitsAddend(); n > 0 {
+		return uint64(n)
+	}
+	return 1
+}
+
+// counterKey is prefix + "{" + domain and every entry, escaped + "}". The whole descriptor is
+// the Cluster hash tag, and escaping keeps ("a_b", "c") apart from ("a", "b_c") and keeps
+// braces in values from moving the tag.
+func (s *Service) counterKey(domain string, entries []*ratelimitv3.RateLimitDescriptor_Entry) string {
+	n := len(s.prefix) + len(domain) + 2
+	for _, e := range entries {
+		n += len(e.GetKey()) + len(e.GetValue()) + 2
+	}
+	b := make([]byte, 0, n+16)
+	b = append(b, s.prefix...)
+	b = append(b, '{')
+	b = ratelimit.AppendEscaped(b, domain)
+	for _, e := range entries {
+		b = append(b, '.')
+		b = ratelimit.AppendEscaped(b, e.GetKey())
+		b = append(b, '_')
+		b = ratelimit.AppendEscaped(b, e.GetValue())
+	}
+	b = append(b, '}')
+	return string(b)
+}
+
+// redisReason names a backend failure for metrics and logs without echoing any value.
+func redisReason(ctx context.Context, err error) string {
+	switch {
+	case ctx.Err() != nil:
+		return "canceled"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, ratelimit.ErrBadReply):
+		return "bad_reply"
+	default:
+		var ne interface{ Timeout() bool }
+		if errors.As(err, &ne) && ne.Timeout() {
+			return "timeout"
+		}
+		return "unavailable"
+	}
+}

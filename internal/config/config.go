@@ -53,6 +53,13 @@ type Config struct {
 	Log             Log       `yaml:"log"`
 	Shutdown        Shutdown  `yaml:"shutdown"`
 
+	// Sessions, APIKeys, Limits and Policies configure ext_authz Check and the HTTP
+	// authorization endpoints.
+	Sessions Sessions `yaml:"sessions"`
+	APIKeys  APIKeys  `yaml:"apikeys"`
+	Limits   Limits   `yaml:"limits"`
+	Policies []Policy `yaml:"policies"`
+
 	// origins maps a field path to where its value came from (file and line, or an environment
 	// variable), so that Validate can point at the source of a bad value. It is shared between
 	// copies of a Config and never written after Parse except by ApplyEnv, which replaces it.
@@ -159,6 +166,9 @@ func Default() *Config {
 			Grace: Duration(DefaultShutdownGrace),
 			Drain: Duration(DefaultShutdownDrain),
 		},
+		Sessions: defaultSessions(),
+		APIKeys:  defaultAPIKeysSection(),
+		Limits:   Limits{Prefix: DefaultLimitPrefix},
 	}
 }
 
@@ -203,6 +213,7 @@ func parseWith(name string, data []byte, getenv func(string) string, override fu
 	d := decoder{file: name, origins: map[string]origin{}}
 	d.document(data, c)
 	c.origins = d.origins
+	c.fillPolicyDefaults()
 	c.ApplyEnv(getenv)
 	if override != nil {
 		override(c)

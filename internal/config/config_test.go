@@ -93,6 +93,9 @@ func TestParseGood(t *testing.T) {
 		RateLimit:       RateLimit{ConfigDir: "/etc/rls.d", Prefix: "edge:", Watch: false},
 		Log:             Log{Level: "debug", Format: "console"},
 		Shutdown:        Shutdown{Grace: Duration(time.Minute), Drain: Duration(5 * time.Second)},
+		Sessions:        defaultSessions(),
+		APIKeys:         defaultAPIKeysSection(),
+		Limits:          Limits{Prefix: DefaultLimitPrefix},
 	}
 	withDefaults := func(edit func(c *Config)) Config {
 		c := Default()

@@ -1,6 +1,9 @@
 package config
 
-import "maps"
+import (
+	"maps"
+	"strings"
+)
 
 // ApplyEnv overrides fields from the environment variables named by the Env constants,
 // reading them through getenv (pass os.Getenv) so that it has no effect beyond c. An unset or
@@ -33,6 +36,23 @@ func (c *Config) ApplyEnv(getenv func(string) string) {
 			}
 		}
 		origins[o.path] = origin{env: o.env, val: v}
+	}
+	if v := getenv(EnvSessionSecret); v != "" {
+		var secrets []string
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				secrets = append(secrets, s)
+			}
+		}
+		c.Sessions.Secrets = secrets
+		if origins == nil {
+			origins = maps.Clone(c.origins)
+			if origins == nil {
+				origins = map[string]origin{}
+			}
+		}
+		// The value is a secret: the origin records the variable, never its text.
+		origins["sessions.secrets"] = origin{env: EnvSessionSecret, val: secrets}
 	}
 	if origins != nil {
 		c.origins = origins

@@ -34,6 +34,10 @@ func (c *Config) check() []*FieldError {
 	k.oneOf("log.format", c.Log.Format, logFormats)
 	k.nonNegative("shutdown.grace", c.Shutdown.Grace)
 	k.nonNegative("shutdown.drain", c.Shutdown.Drain)
+	k.sessions()
+	k.apiKeys()
+	k.limitsSection()
+	k.policies()
 	return k.errs
 }
 
@@ -54,8 +58,29 @@ func (k *checker) fail(path string, val any, format string, args ...any) {
 		} else {
 			e.File, e.Line = o.file, o.line
 		}
+	} else if !ok {
+		// A field the file left out (a policy without a name) is pinned on the nearest
+		// enclosing value the file did write.
+		if o, found := k.nearestParent(path); found && o.env == "" {
+			e.File, e.Line = o.file, o.line
+		}
 	}
 	k.errs = append(k.errs, e)
+}
+
+// nearestParent returns the origin of the closest enclosing path of path ("a.b[2].c" has
+// "a.b[2]", "a.b" and "a").
+func (k *checker) nearestParent(path string) (origin, bool) {
+	for {
+		i := strings.LastIndexAny(path, ".[")
+		if i <= 0 {
+			return origin{}, false
+		}
+		path = path[:i]
+		if o, ok := k.c.origins[path]; ok {
+			return o, true
+		}
+	}
 }
 
 func (k *checker) oneOf(path, val string, allowed []string) {

@@ -47,6 +47,10 @@ lint: ## gofmt and go vet.
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
 	$(GO) vet ./...
 
+.PHONY: image
+image: ## Build the container image (needs a Docker engine).
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t extauthz:$(VERSION) .
+
 .PHONY: clean
 clean: ## Remove build output.
 	rm -rf bin

@@ -27,6 +27,12 @@ type Metrics struct {
 	RLSDescriptors *prometheus.CounterVec
 	// RLSDuration observes ShouldRateLimit latency in seconds by result code.
 	RLSDuration *prometheus.HistogramVec
+	// Decisions counts ext_authz decisions (gRPC and HTTP) by policy, result (allow, deny,
+	// error) and reason (ok, no_policy, unauthenticated, forbidden_role, forbidden_scope,
+	// over_limit, backend_error, degraded).
+	Decisions *prometheus.CounterVec
+	// DecisionDuration observes decision latency in seconds by result.
+	DecisionDuration *prometheus.HistogramVec
 	// RedisDuration observes Redis round trips in seconds by operation.
 	RedisDuration *prometheus.HistogramVec
 	// RedisErrors counts failed Redis calls by operation and reason (timeout, unavailable, reply).
@@ -60,6 +66,15 @@ func New() *Metrics {
 			Help:    "ShouldRateLimit latency by result code.",
 			Buckets: latencyBuckets,
 		}, []string{"code"}),
+		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "authz", Name: "decisions_total",
+			Help: "Authorization decisions by policy, result and reason.",
+		}, []string{"policy", "result", "reason"}),
+		DecisionDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace, Subsystem: "authz", Name: "decision_duration_seconds",
+			Help:    "Authorization decision latency by result.",
+			Buckets: latencyBuckets,
+		}, []string{"result"}),
 		RedisDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: Namespace, Subsystem: "redis", Name: "call_duration_seconds",
 			Help:    "Redis round trips by operation.",
@@ -90,6 +105,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.RLSRequests, m.RLSDescriptors, m.RLSDuration,
+		m.Decisions, m.DecisionDuration,
 		m.RedisDuration, m.RedisErrors,
 		m.ConfigReloads, m.ConfigLastReload,
 		m.InFlight, m.Ready,

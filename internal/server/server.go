@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
@@ -38,6 +39,8 @@ type Options struct {
 
 	// RateLimit is registered as envoy.service.ratelimit.v3.RateLimitService when non-nil.
 	RateLimit rlsv3.RateLimitServiceServer
+	// Authorization is registered as envoy.service.auth.v3.Authorization when non-nil.
+	Authorization authv3.AuthorizationServer
 	// HTTPHandler serves the HTTP authorization listener; nil answers 404 to every request.
 	HTTPHandler http.Handler
 	// Backend is pinged by /readyz and the gRPC health service.
@@ -94,6 +97,9 @@ func New(opts Options) (*Server, error) {
 	s.grpc = grpc.NewServer(GRPCOptions()...)
 	if opts.RateLimit != nil {
 		rlsv3.RegisterRateLimitServiceServer(s.grpc, opts.RateLimit)
+	}
+	if opts.Authorization != nil {
+		authv3.RegisterAuthorizationServer(s.grpc, opts.Authorization)
 	}
 	s.hs = health.NewServer()
 	s.hs.SetServingStatus(serviceName, healthpb.HealthCheckResponse_NOT_SERVING)

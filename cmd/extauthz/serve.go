@@ -9,10 +9,12 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/extauthz/extauthz/internal/authz"
 	"github.com/extauthz/extauthz/internal/config"
 	"github.com/extauthz/extauthz/internal/metrics"
 	"github.com/extauthz/extauthz/internal/ratelimit"
@@ -103,7 +105,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := serve(ctx, cfg, log); err != nil {
+	if err := serve(ctx, cfg, f.config, log); err != nil {
 		log.Error("extauthz stopped with an error", zap.Error(err))
 		return 1
 	}
@@ -112,7 +114,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 }
 
 // serve wires the components from cfg and runs them until ctx ends.
-func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
+func serve(ctx context.Context, cfg *config.Config, configPath string, log *zap.Logger) error {
 	m := metrics.New()
 	format, err := ratelimit.ParseFormat(cfg.ResponseHeaders)
 	if err != nil {
@@ -148,16 +150,26 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		log.Warn("no ratelimit.config_dir: ShouldRateLimit answers OK with no limit for every domain")
 	}
 
+	engine, err := buildEngine(cfg, rc, format, log, m)
+	if err != nil {
+		return err
+	}
+	if len(cfg.Policies) == 0 {
+		log.Warn("no policies: every ext_authz Check and HTTP authorization request is denied (403)")
+	}
+
 	srv, err := server.New(server.Options{
-		GRPCAddr:  cfg.Listen.GRPC,
-		HTTPAddr:  cfg.Listen.HTTP,
-		AdminAddr: cfg.Listen.Admin,
-		RateLimit: svc,
-		Backend:   rc,
-		Grace:     cfg.Shutdown.Grace.D(),
-		Drain:     cfg.Shutdown.Drain.D(),
-		Logger:    log,
-		Metrics:   m,
+		GRPCAddr:      cfg.Listen.GRPC,
+		HTTPAddr:      cfg.Listen.HTTP,
+		AdminAddr:     cfg.Listen.Admin,
+		RateLimit:     svc,
+		Authorization: authz.NewCheckServer(engine),
+		HTTPHandler:   authz.NewHTTPHandler(engine),
+		Backend:       rc,
+		Grace:         cfg.Shutdown.Grace.D(),
+		Drain:         cfg.Shutdown.Drain.D(),
+		Logger:        log,
+		Metrics:       m,
 	})
 	if err != nil {
 		return err
@@ -173,8 +185,8 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 			case <-ctx.Done():
 				return
 			case <-hup:
+				reloadPolicies(configPath, engine, log, m)
 				if reloader == nil {
-					log.Info("SIGHUP: no ratelimit.config_dir to reload")
 					continue
 				}
 				log.Info("SIGHUP: reloading rate limit config")
@@ -190,6 +202,27 @@ func serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		zap.String("admin", srv.AdminAddr().String()),
 		zap.String("response_headers", format.String()))
 	return srv.Run(ctx)
+}
+
+// reloadPolicies re-reads the config file on SIGHUP and swaps in its policies when the whole
+// file is valid. Listeners, Redis and session settings need a restart; a bad file keeps the
+// running policies.
+func reloadPolicies(path string, engine *authz.Engine, log *zap.Logger, m *metrics.Metrics) {
+	if path == "" {
+		return
+	}
+	cfg, err := config.Load(path)
+	if err == nil {
+		err = engine.Load(cfg)
+	}
+	if err != nil {
+		log.Error("config file rejected on SIGHUP, keeping the running policies", zap.String("file", path), zap.Error(err))
+		m.ConfigReloads.WithLabelValues("policies", "error").Inc()
+		return
+	}
+	log.Info("policies reloaded", zap.String("file", path), zap.Int("policies", len(cfg.Policies)))
+	m.ConfigReloads.WithLabelValues("policies", "success").Inc()
+	m.ConfigLastReload.WithLabelValues("policies").SetToCurrentTime()
 }
 
 func redisOptions(r config.Redis) redisconn.Options {
@@ -226,5 +259,8 @@ func newLogger(c config.Log, stderr io.Writer) (*zap.Logger, error) {
 		enc = zapcore.NewJSONEncoder(encCfg)
 	}
 	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(stderr)), lvl)
+	// Sampling keeps an outage from turning into one log line per request: the first 10
+	// lines of each message a second are written, then every 100th.
+	core = zapcore.NewSamplerWithOptions(core, time.Second, 10, 100)
 	return zap.New(core), nil
 }

@@ -1,0 +1,312 @@
+// Command bench is the orchestrator behind `make bench`: it builds the sidecar, the null server
+// and loadgen, starts a private redis-server, the sidecar and the null server on free loopback
+// ports, runs the load matrix against the sidecar and the null server in turn, measures the raw
+// Redis ceiling with redis-benchmark, and prints a markdown report.
+//
+//	go run ./test/bench -mode full    # about five minutes, bounded at six
+//	go run ./test/bench -mode quick   # about half a minute of load
+//
+// Every process it starts is stopped before it exits, on Ctrl-C too.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// Time budgets, builds included. Scenarios that no longer fit are skipped and say so.
+const (
+	fullBudget  = 6 * time.Minute
+	quickBudget = 2 * time.Minute
+	// stopAllowance is kept at the end of the budget for stopping the servers.
+	stopAllowance = 10 * time.Second
+)
+
+// bench is the running environment the scenarios share.
+type bench struct {
+	real, null target
+	redis      *redisServer
+	sha        string // the INCR script's SHA for redis-benchmark
+	redisN     int    // redis-benchmark -n
+	loadgen    string // loadgen binary
+	raw        io.Writer
+	deadline   time.Time
+	started    time.Time
+	stderr     io.Writer
+}
+
+func (b *bench) progress(format string, a ...any) {
+	fmt.Fprintf(b.stderr, "[%4.0fs] %s\n", time.Since(b.started).Seconds(), fmt.Sprintf(format, a...))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	mode := fs.String("mode", "full", "`MODE`: full (about 5 minutes) or quick (about 30 seconds of load)")
+	out := fs.String("out", "", "write the raw loadgen and redis-benchmark lines to `FILE` (default: a new temp file)")
+	extauthzBin := fs.String("extauthz-bin", "", "benchmark this extauthz `BINARY` instead of building ./cmd/extauthz (e.g. a release, to compare)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	budget := fullBudget
+	redisN := 60000
+	switch *mode {
+	case "full":
+	case "quick":
+		budget, redisN = quickBudget, 30000
+	default:
+		return fmt.Errorf("-mode %q: want full or quick", *mode)
+	}
+	command := "go run ./test/bench -mode " + *mode
+	if *out != "" {
+		command += " -out " + shellQuote([]string{*out})
+	}
+	if *extauthzBin != "" {
+		command += " -extauthz-bin " + shellQuote([]string{*extauthzBin})
+	}
+
+	b := &bench{started: time.Now(), stderr: stderr, redisN: redisN}
+	b.deadline = b.started.Add(budget - stopAllowance)
+	ctx, cancel := context.WithDeadline(ctx, b.deadline)
+	defer cancel()
+
+	dir, err := os.MkdirTemp("", "extauthz-bench-")
+	if err != nil {
+		return err
+	}
+	// The directory holds the binaries and the servers' logs: it goes once the run succeeded,
+	// and stays for a look at the logs when it did not.
+	defer func() {
+		if err == nil {
+			os.RemoveAll(dir)
+		} else {
+			fmt.Fprintf(stderr, "bench: binaries and server logs kept in %s\n", dir)
+		}
+	}()
+
+	rawFile, err := openRaw(*out)
+	if err != nil {
+		return err
+	}
+	defer rawFile.Close()
+	b.raw = rawFile
+
+	var procs []*proc
+	defer func() { stopAll(procs) }()
+
+	root, goBin, err := moduleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	b.progress("building into %s", dir)
+	if err := goBuild(ctx, root, goBin, dir+string(filepath.Separator), "./test/nullserver", "./test/loadgen"); err != nil {
+		return err
+	}
+	b.loadgen = filepath.Join(dir, "loadgen")
+	sidecarBin := *extauthzBin
+	if sidecarBin == "" {
+		sidecarBin = filepath.Join(dir, "extauthz")
+		if err := goBuild(ctx, root, goBin, sidecarBin, "./cmd/extauthz"); err != nil {
+			return err
+		}
+	}
+
+	m := machine{
+		cpus: runtime.NumCPU(), model: cpuModel(), kernel: readTrim("/proc/sys/kernel/osrelease"),
+		goVersion: goVersion(ctx, goBin), redisVersion: redisVersion(ctx),
+	}
+	fmt.Fprintf(b.raw, "# %s\n# machine: %s\n# started: %s\n", command, m, b.started.Format(time.RFC3339))
+
+	b.progress("starting redis-server, extauthz and nullserver")
+	if b.redis, err = startRedis(ctx, dir); err != nil {
+		return fmt.Errorf("redis-server: %w", err)
+	}
+	procs = append(procs, b.redis.proc)
+	if b.sha, err = b.redis.command(ctx, "SCRIPT", "LOAD", incrScript); err != nil {
+		return fmt.Errorf("load the INCR script: %w", err)
+	}
+
+	rlsDir := filepath.Join(dir, "rls")
+	if err := writeRLSConfig(rlsDir); err != nil {
+		return err
+	}
+	sidecar, grpcAddr, err := startSidecar(ctx, dir, sidecarBin, b.redis.url(), rlsDir)
+	if sidecar != nil {
+		procs = append(procs, sidecar)
+	}
+	if err != nil {
+		return err
+	}
+	null, nullAddr, err := startNullServer(ctx, dir, filepath.Join(dir, "nullserver"))
+	if null != nil {
+		procs = append(procs, null)
+	}
+	if err != nil {
+		return err
+	}
+	b.real = target{name: "extauthz", addr: grpcAddr,
+		pids: fmt.Sprintf("extauthz=%d,redis=%d,loadgen=self", sidecar.pid(), b.redis.pid())}
+	b.null = target{name: "null", addr: nullAddr, pids: fmt.Sprintf("null=%d,loadgen=self", null.pid())}
+
+	var results []*result
+	for _, s := range scenarios(*mode) {
+		if ctx.Err() != nil {
+			break
+		}
+		results = append(results, b.runScenario(ctx, s))
+	}
+	for _, p := range procs {
+		if p.exited() {
+			err = errors.Join(err, fmt.Errorf("%s exited during the run (%v):\n%s", p.name, p.err, p.logTail()))
+		}
+	}
+	writeReport(stdout, results, m, command, rawFile.Name())
+	b.progress("done")
+	if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = errors.Join(err, errors.New("interrupted: the report covers what ran"))
+	}
+	return err
+}
+
+// stopAll stops the processes at once, so the wait for one does not add to the others.
+func stopAll(procs []*proc) {
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		wg.Go(p.stop)
+	}
+	wg.Wait()
+}
+
+func openRaw(path string) (*os.File, error) {
+	if path == "" {
+		return os.CreateTemp("", "extauthz-bench-*.txt")
+	}
+	return os.Create(path)
+}
+
+// moduleRoot finds the extauthz module that the packages are built from, and the go command.
+func moduleRoot(ctx context.Context) (root, goBin string, err error) {
+	goBin, err = exec.LookPath("go")
+	if err != nil {
+		return "", "", fmt.Errorf("the go command is needed to build the binaries: %w", err)
+	}
+	gomod, _, err := runBounded(ctx, 30*time.Second, goBin, "env", "GOMOD")
+	gomod = strings.TrimSpace(gomod)
+	if err != nil || gomod == "" || gomod == os.DevNull {
+		return "", "", fmt.Errorf("run from inside the extauthz module (go env GOMOD: %q %v)", gomod, err)
+	}
+	return filepath.Dir(gomod), goBin, nil
+}
+
+// goBuild builds pkgs into out (a directory when it ends in a separator).
+func goBuild(ctx context.Context, root, goBin, out string, pkgs ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, goBin, append([]string{"build", "-o", out}, pkgs...)...)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", strings.Join(pkgs, " "), err, b)
+	}
+	return nil
+}
+
+// writeRLSConfig writes the sidecar's envoyproxy/ratelimit config: domain bench, whose limits are
+// so high that every call is allowed and all the work is counting, and domain bench_over, whose
+// limit of one per hour puts every call after the first over it.
+func writeRLSConfig(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var b strings.Builder
+	b.WriteString("domain: bench\ndescriptors:\n")
+	for i := range 10 {
+		fmt.Fprintf(&b, "  - key: k%d\n    rate_limit: {unit: minute, requests_per_unit: 1000000000}\n", i)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bench.yaml"), []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	const over = "domain: bench_over\ndescriptors:\n  - key: k0\n    rate_limit: {unit: hour, requests_per_unit: 1}\n"
+	return os.WriteFile(filepath.Join(dir, "bench_over.yaml"), []byte(over), 0o644)
+}
+
+// startSidecar starts `extauthz serve` on free loopback ports and waits for /readyz.
+func startSidecar(ctx context.Context, dir, bin, redisURL, rlsDir string) (*proc, string, error) {
+	var ports [3]int
+	for i := range ports {
+		p, err := freePort()
+		if err != nil {
+			return nil, "", err
+		}
+		ports[i] = p
+	}
+	addr := func(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+	p, err := startProc(dir, "extauthz", bin, nil, "serve",
+		"--grpc-addr", addr(ports[0]), "--http-addr", addr(ports[1]), "--admin-addr", addr(ports[2]),
+		"--redis-url", redisURL, "--rls-config-dir", rlsDir)
+	if err != nil {
+		return nil, "", err
+	}
+	ready := httpReady("http://" + addr(ports[2]) + "/readyz")
+	if err := waitUntil(ctx, p, 30*time.Second, ready); err != nil {
+		return p, "", fmt.Errorf("extauthz: %w", err)
+	}
+	return p, addr(ports[0]), nil
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+func goVersion(ctx context.Context, goBin string) string {
+	v, _, err := runBounded(ctx, 30*time.Second, goBin, "env", "GOVERSION")
+	if err != nil {
+		return runtime.Version()
+	}
+	return strings.TrimSpace(v)
+}
+
+func readTrim(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(b))
+}

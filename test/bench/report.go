@@ -1,0 +1,87 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strings"
+)
+
+// machine describes where the numbers were measured; they mean little without it.
+type machine struct {
+	cpus          int
+	model, kernel string
+	goVersion     string
+	redisVersion  string
+}
+
+func (m machine) String() string {
+	return fmt.Sprintf("%d × %s, Linux %s, %s, Redis %s", m.cpus, m.model, m.kernel, m.goVersion, m.redisVersion)
+}
+
+// writeReport prints the markdown table, the CPU lines and the notes.
+func writeReport(w io.Writer, results []*result, m machine, command, rawPath string) {
+	fmt.Fprintf(w, "\n## extauthz benchmark\n\n")
+	fmt.Fprintf(w, "Machine: %s  \nCommand: `%s`  \n", m, command)
+	fmt.Fprintf(w, "Raw loadgen and redis-benchmark lines: %s\n\n", rawPath)
+	fmt.Fprintln(w, "Latencies in µs; rounds are averaged. rps and latencies include failed calls; errors is their")
+	fmt.Fprintln(w, "share. The null server answers OK without work, with the sidecar's gRPC options: the ceiling")
+	fmt.Fprintln(w, "on this machine, loadgen included.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| scenario | extauthz rps | errors | p50 | p99 | null rps | null p50 | null p99 | ratio extauthz/null | redis-benchmark EVALSHA rps (p50) |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, r := range results {
+		realRPS, nullRPS := mean(r.real, "rps"), mean(r.null, "rps")
+		redis := "—"
+		if r.redis != nil {
+			redis = fmt.Sprintf("%.0f (%.0f µs)", r.redis.rps, r.redis.p50MS*1000)
+		}
+		// Failed calls count in rps and latency as loadgen measured them, so their share is
+		// shown beside the rate: a fast error is not a fast answer.
+		errPct := 100 * mean(r.real, "errors") / mean(r.real, "requests")
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			r.s.name,
+			num(realRPS, "%.0f"), num(errPct, "%.2f%%"), num(mean(r.real, "p50_us"), "%.0f"), num(mean(r.real, "p99_us"), "%.0f"),
+			num(nullRPS, "%.0f"), num(mean(r.null, "p50_us"), "%.0f"), num(mean(r.null, "p99_us"), "%.0f"),
+			num(realRPS/nullRPS, "%.2f"), redis)
+	}
+
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "CPU µs per request (user+system from /proc/PID/stat over the measured phase, 10 ms ticks,")
+	fmt.Fprintln(w, "so low-rate rows are the least precise; loadgen's own share shows what it took from the servers):")
+	fmt.Fprintln(w)
+	for _, r := range results {
+		if len(r.real) == 0 && len(r.null) == 0 {
+			continue
+		}
+		ext, red := mean(r.real, "cpu_us_per_req[extauthz]"), mean(r.real, "cpu_us_per_req[redis]")
+		null := mean(r.null, "cpu_us_per_req[null]")
+		fmt.Fprintf(w, "- %s: extauthz %s + redis %s = %s; null %s; extauthz/null %s; loadgen %s / %s\n",
+			r.s.name, num(ext, "%.1f"), num(red, "%.1f"), num(ext+red, "%.1f"), num(null, "%.1f"),
+			num(ext/null, "%.2fx"),
+			num(mean(r.real, "cpu_us_per_req[loadgen]"), "%.1f"), num(mean(r.null, "cpu_us_per_req[loadgen]"), "%.1f"))
+	}
+
+	var notes []string
+	for _, r := range results {
+		for _, n := range r.notes {
+			notes = append(notes, fmt.Sprintf("- %s: %s", r.s.name, firstLine(n)))
+		}
+	}
+	if len(notes) > 0 {
+		fmt.Fprintf(w, "\nNotes:\n\n%s\n", strings.Join(notes, "\n"))
+	}
+}
+
+// num formats v, or a dash for a value that was not measured.
+func num(v float64, format string) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "—"
+	}
+	return fmt.Sprintf(format, v)
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}

@@ -19,6 +19,10 @@ Usage:
   extauthz serve [--config FILE] [--grpc-addr HOST:PORT] [--http-addr HOST:PORT]
                  [--admin-addr HOST:PORT] [--redis-url URL] [--rls-config-dir DIR]
   extauthz config validate --config FILE
+  extauthz apikey create --owner OWNER [--tier T] [--scopes a,b] [--expires DURATION] [--name N]
+                         [--redis-url URL | --config FILE]
+  extauthz apikey list [--json] [--redis-url URL | --config FILE]
+  extauthz apikey revoke ID [--redis-url URL | --config FILE]
   extauthz version
 
 Run "extauthz serve --help" for the serve flags.
@@ -39,6 +43,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return runValidate(args[2:], stdout, stderr)
+	case "apikey":
+		return runAPIKey(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

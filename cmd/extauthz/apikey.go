@@ -1,0 +1,349 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/extauthz/extauthz/internal/apikeys"
+	"github.com/extauthz/extauthz/internal/config"
+	"github.com/extauthz/extauthz/internal/redisconn"
+)
+
+const apikeyUsage = `Usage:
+  extauthz apikey create --owner OWNER [--tier T] [--scopes a,b] [--expires DURATION] [--name N]
+                         [--redis-url URL | --config FILE]
+  extauthz apikey list [--json] [--redis-url URL | --config FILE]
+  extauthz apikey revoke ID [--redis-url URL | --config FILE]
+
+Redis comes from --redis-url, else the config file's redis section (which EXTAUTHZ_REDIS_URL
+overrides, as for serve), else EXTAUTHZ_REDIS_URL. The key prefixes come from the config
+file's apikeys section, or the defaults. --expires takes a Go duration (12h, 90m) or whole
+days (90d); without it the key never expires.
+`
+
+const (
+	// apikeyRedisTimeout is the least per-call Redis deadline of these commands. The serve
+	// deadline (25ms by default) is sized for Envoy; an operator's one-off command over a VPN
+	// should not fail because one round trip took 30ms.
+	apikeyRedisTimeout = 5 * time.Second
+	// apikeyCommandTimeout bounds a whole command, so that a stuck Redis ends it with an error.
+	apikeyCommandTimeout = 30 * time.Second
+	// maxExpiryDays bounds "--expires Nd" well below time.Duration's ~292 years.
+	maxExpiryDays = 100 * 365
+)
+
+// errNoRedis is what the commands say when nothing names a Redis: keys written to the embedded
+// store would vanish with this process.
+var errNoRedis = errors.New("apikey commands need a Redis (--redis-url or redis.url): the embedded store is per process")
+
+// runAPIKey dispatches "extauthz apikey ..." and returns the exit code: 0 done, 1 failed,
+// 2 bad usage.
+func runAPIKey(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, apikeyUsage)
+		return 2
+	}
+	switch args[0] {
+	case "create":
+		return runAPIKeyCreate(args[1:], stdout, stderr)
+	case "list":
+		return runAPIKeyList(args[1:], stdout, stderr)
+	case "revoke":
+		return runAPIKeyRevoke(args[1:], stdout, stderr)
+	case "help", "--help", "-help", "-h":
+		fmt.Fprint(stdout, apikeyUsage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "extauthz apikey: unknown command %q\n\n%s", args[0], apikeyUsage)
+		return 2
+	}
+}
+
+// redisFlags are the flags every apikey command takes to find Redis.
+type redisFlags struct{ redisURL, config string }
+
+func newAPIKeyFlags(name string, stderr io.Writer) (*flag.FlagSet, *redisFlags) {
+	fs := flag.NewFlagSet("extauthz apikey "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var rf redisFlags
+	fs.StringVar(&rf.redisURL, "redis-url", "", "Redis `URL` (redis://, rediss://, unix://)")
+	fs.StringVar(&rf.config, "config", "", "config `FILE` whose redis and apikeys sections to use")
+	return fs, &rf
+}
+
+// parseInterleaved parses flags placed before or after positional arguments ("revoke ID
+// --redis-url URL"); flag.FlagSet.Parse alone stops at the first positional one.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// parseFailed turns a flag parse error into an exit code; the flag package has already
+// printed the problem and the flags.
+func parseFailed(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
+}
+
+// openStore builds the Redis client and the Store the flags, config file and environment
+// describe. The caller closes the client.
+func openStore(rf *redisFlags, getenv func(string) string) (*apikeys.Store, *redisconn.Client, error) {
+	override := func(c *config.Config) {
+		if rf.redisURL != "" {
+			c.Redis.URL = rf.redisURL
+		}
+	}
+	var cfg *config.Config
+	if rf.config != "" {
+		var err error
+		if cfg, err = config.LoadWith(rf.config, getenv, override); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		cfg = config.Default()
+		cfg.ApplyEnv(getenv)
+		override(cfg)
+		if err := cfg.Validate(); err != nil {
+			return nil, nil, err
+		}
+	}
+	if cfg.Embedded() {
+		return nil, nil, errNoRedis
+	}
+	opts := redisOptions(cfg.Redis)
+	opts.Timeout = max(opts.Timeout, apikeyRedisTimeout)
+	rc, err := redisconn.New(opts, zap.NewNop())
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := apikeys.New(rc.Redis(), apikeys.Options{Prefix: cfg.APIKeys.Prefix, TokenPrefix: cfg.APIKeys.TokenPrefix})
+	if err != nil {
+		_ = rc.Close()
+		return nil, nil, err
+	}
+	return st, rc, nil
+}
+
+// withStore opens the store, runs fn under the command deadline and reports a failure to
+// open as exit 1.
+func withStore(name string, rf *redisFlags, stderr io.Writer, fn func(context.Context, *apikeys.Store) int) int {
+	st, rc, err := openStore(rf, os.Getenv)
+	if err != nil {
+		if rf.config != "" && !errors.Is(err, errNoRedis) {
+			printProblems(stderr, rf.config, err)
+		} else {
+			fmt.Fprintf(stderr, "extauthz apikey %s: %v\n", name, err)
+		}
+		return 1
+	}
+	defer rc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), apikeyCommandTimeout)
+	defer cancel()
+	return fn(ctx, st)
+}
+
+func runAPIKeyCreate(args []string, stdout, stderr io.Writer) int {
+	fs, rf := newAPIKeyFlags("create", stderr)
+	owner := fs.String("owner", "", "who the key acts for (required)")
+	name := fs.String("name", "", "a label for the key, e.g. the service it is for")
+	tier := fs.String("tier", "", "rate limit tier; empty means the policy's default limits")
+	scopes := fs.String("scopes", "", "comma-separated scopes, e.g. invoices:read,invoices:write")
+	expires := fs.String("expires", "", "lifetime: a Go duration (12h) or whole days (90d); default never")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return parseFailed(err)
+	}
+	var ttl time.Duration
+	switch {
+	case len(pos) > 0:
+		err = fmt.Errorf("unexpected argument %q", pos[0])
+	case strings.TrimSpace(*owner) == "":
+		err = errors.New("--owner is required")
+	case *expires != "":
+		ttl, err = parseExpiry(*expires)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "extauthz apikey create: %v\n\n%s", err, apikeyUsage)
+		return 2
+	}
+	p := apikeys.CreateParams{Name: *name, Owner: *owner, Tier: *tier, Scopes: splitScopes(*scopes), TTL: ttl}
+	return withStore("create", rf, stderr, func(ctx context.Context, st *apikeys.Store) int {
+		key, rec, err := st.Create(ctx, p)
+		if err != nil {
+			fmt.Fprintf(stderr, "extauthz apikey create: %v\n", err)
+			return 1
+		}
+		// The key alone on the first line, so that scripts can take it with head -1.
+		fmt.Fprintln(stdout, key)
+		fmt.Fprintf(stdout, "created api key %s for owner %q, tier %s, scopes %s, expires %s\n",
+			rec.ID, rec.Owner, orDash(rec.Tier, "(default)"), orDash(strings.Join(rec.Scopes, ","), "(none)"), expiryText(rec.Expires))
+		fmt.Fprintln(stdout, "store the key now: it is not shown again, and extauthz keeps only its SHA-256")
+		return 0
+	})
+}
+
+// parseExpiry reads a Go duration or a whole number of days ("90d"), which Go durations lack
+// and which key lifetimes are usually written in.
+func parseExpiry(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n <= 0 || n > maxExpiryDays {
+			return 0, fmt.Errorf("--expires %q: want whole days from 1 to %d, e.g. 90d", s, maxExpiryDays)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("--expires %q: want a duration such as 12h or days such as 90d", s)
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("--expires %q: must be positive; leave it out for a key that never expires", s)
+	}
+	return d, nil
+}
+
+// splitScopes splits a comma-separated list, dropping blanks so that "a, b," means [a b].
+func splitScopes(s string) []string {
+	var out []string
+	for _, sc := range strings.Split(s, ",") {
+		if sc = strings.TrimSpace(sc); sc != "" {
+			out = append(out, sc)
+		}
+	}
+	return out
+}
+
+// listEntry is one line of "list --json". Expires is null for a key that never expires, so
+// that no string has to be reserved to mean "never"; times are RFC 3339 in UTC.
+type listEntry struct {
+	ID      string   `json:"id"`
+	Name    string   `json:"name"`
+	Owner   string   `json:"owner"`
+	Tier    string   `json:"tier"`
+	Scopes  []string `json:"scopes"`
+	Created string   `json:"created"`
+	Expires *string  `json:"expires"`
+	State   string   `json:"state"`
+}
+
+func runAPIKeyList(args []string, stdout, stderr io.Writer) int {
+	fs, rf := newAPIKeyFlags("list", stderr)
+	asJSON := fs.Bool("json", false, "one JSON object per line instead of a table")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return parseFailed(err)
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "extauthz apikey list: unexpected argument %q\n\n%s", pos[0], apikeyUsage)
+		return 2
+	}
+	return withStore("list", rf, stderr, func(ctx context.Context, st *apikeys.Store) int {
+		recs, err := st.List(ctx)
+		if err != nil {
+			fmt.Fprintf(stderr, "extauthz apikey list: %v\n", err)
+			return 1
+		}
+		now := time.Now()
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetEscapeHTML(false)
+			for _, r := range recs {
+				e := listEntry{
+					ID: r.ID, Name: r.Name, Owner: r.Owner, Tier: r.Tier, Scopes: r.Scopes,
+					Created: r.Created.UTC().Format(time.RFC3339), State: r.State(now),
+				}
+				if e.Scopes == nil {
+					e.Scopes = []string{}
+				}
+				if !r.Expires.IsZero() {
+					s := r.Expires.UTC().Format(time.RFC3339)
+					e.Expires = &s
+				}
+				if err := enc.Encode(e); err != nil {
+					fmt.Fprintf(stderr, "extauthz apikey list: %v\n", err)
+					return 1
+				}
+			}
+			return 0
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tNAME\tOWNER\tTIER\tSCOPES\tEXPIRES\tSTATE")
+		for _, r := range recs {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, orDash(r.Name, "-"), orDash(r.Owner, "-"),
+				orDash(r.Tier, "-"), orDash(strings.Join(r.Scopes, ","), "-"), expiryText(r.Expires), r.State(now))
+		}
+		if err := tw.Flush(); err != nil {
+			fmt.Fprintf(stderr, "extauthz apikey list: %v\n", err)
+			return 1
+		}
+		return 0
+	})
+}
+
+func runAPIKeyRevoke(args []string, stdout, stderr io.Writer) int {
+	fs, rf := newAPIKeyFlags("revoke", stderr)
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return parseFailed(err)
+	}
+	if len(pos) != 1 {
+		fmt.Fprintf(stderr, "extauthz apikey revoke: want exactly one ID\n\n%s", apikeyUsage)
+		return 2
+	}
+	id := pos[0]
+	return withStore("revoke", rf, stderr, func(ctx context.Context, st *apikeys.Store) int {
+		// A key pasted where the id belongs must not be echoed into a terminal or a CI log.
+		if st.Valid(id) {
+			fmt.Fprintln(stderr, "extauthz apikey revoke: that is an api key, not its id: use the id that create and list print")
+			return 1
+		}
+		err := st.Revoke(ctx, id)
+		switch {
+		case errors.Is(err, apikeys.ErrNotFound):
+			fmt.Fprintf(stderr, "extauthz apikey revoke: no api key with id %q\n", id)
+			return 1
+		case err != nil:
+			fmt.Fprintf(stderr, "extauthz apikey revoke: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "revoked %s\n", id)
+		return 0
+	})
+}
+
+func expiryText(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func orDash(s, empty string) string {
+	if s == "" {
+		return empty
+	}
+	return s
+}

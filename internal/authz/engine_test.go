@@ -1,0 +1,287 @@
+package authz
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/extauthz/extauthz/internal/apikeys"
+	"github.com/extauthz/extauthz/internal/config"
+	"github.com/extauthz/extauthz/internal/ratelimit"
+	"github.com/extauthz/extauthz/internal/redistest"
+	"github.com/extauthz/extauthz/internal/sessions"
+)
+
+// fakeSessions resolves cookie "sid=<name>" from a table; "sid=down" fails like Redis.
+type fakeSessions struct{ table map[string]*sessions.Session }
+
+func (f fakeSessions) CookieName() string { return "sid" }
+func (f fakeSessions) Resolve(_ context.Context, cookie string) (*sessions.Session, error) {
+	v, _ := strings.CutPrefix(cookie, "sid=")
+	if v == "down" {
+		return nil, errors.New("dial tcp: connection refused")
+	}
+	if s, ok := f.table[v]; ok {
+		return s, nil
+	}
+	return nil, sessions.ErrNoSession
+}
+
+// fakeKeys resolves keys from a table; "down" fails like Redis.
+type fakeKeys struct{ table map[string]apikeys.Record }
+
+func (f fakeKeys) Lookup(_ context.Context, key string) (apikeys.Record, error) {
+	if key == "down" {
+		return apikeys.Record{}, errors.New("i/o timeout")
+	}
+	if r, ok := f.table[key]; ok {
+		if r.Disabled {
+			return r, apikeys.ErrRevoked
+		}
+		return r, nil
+	}
+	return apikeys.Record{}, apikeys.ErrNotFound
+}
+
+const engineConfig = `
+sessions:
+  secrets: [s]
+  headers: {x-user-id: userId, x-user-role: role}
+policies:
+  - name: health
+    match: {path_prefix: /healthz}
+    auth: none
+  - name: admin
+    match: {path_prefix: /admin/}
+    auth: session
+    roles: [admin]
+  - name: login
+    match: {path_prefix: /login, methods: [POST]}
+    auth: none
+    limits: [{by: ip, requests: 2, window: 1m}]
+  - name: api
+    match: {path_prefix: /api/}
+    auth: any
+    scopes: [read]
+    limits: [{name: per-user, requests: 3, window: 1m}]
+    tiers: {pro: [{name: pro, by: apikey, requests: 5, window: 1m, algorithm: gcra}]}
+  - name: open-fail
+    match: {path_prefix: /soft/}
+    auth: session
+    limits: [{requests: 100, window: 1m}]
+    failure: {auth: open, limits: open}
+`
+
+func newTestEngine(t *testing.T, rdb redis.UniversalClient) *Engine {
+	t.Helper()
+	cfg, err := config.Parse("test.yaml", []byte(engineConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lim Limiter = ratelimit.NewLimiter(rdb)
+	e, err := New(cfg, Options{
+		Sessions: fakeSessions{table: map[string]*sessions.Session{
+			"alice": {ID: "a", Subject: "alice", Roles: []string{"admin"}, Headers: []sessions.Header{{Name: "x-user-id", Value: "alice"}, {Name: "x-user-role", Value: "admin"}}},
+			"bob":   {ID: "b", Subject: "bob", Headers: []sessions.Header{{Name: "x-user-id", Value: "bob"}}},
+		}},
+		Keys: fakeKeys{table: map[string]apikeys.Record{
+			"k-basic": {ID: "k_basic", Owner: "o", Scopes: []string{"read"}},
+			"k-pro":   {ID: "k_pro", Owner: "o", Tier: "pro", Scopes: []string{"read", "write"}},
+			"k-none":  {ID: "k_none", Owner: "o"},
+			"k-gone":  {ID: "k_gone", Owner: "o", Scopes: []string{"read"}, Disabled: true},
+		}},
+		Limiter: lim,
+		Timeout: time.Second,
+		Headers: ratelimit.FormatDraft7,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func req(method, path string, headers ...string) *Request {
+	h := map[string]string{}
+	for i := 0; i+1 < len(headers); i += 2 {
+		h[headers[i]] = headers[i+1]
+	}
+	return &Request{Method: method, Host: "example.com", Path: path, Headers: h, RemoteIP: "192.0.2.7"}
+}
+
+func header(hs []ratelimit.Header, name string) (string, bool) {
+	for _, h := range hs {
+		if strings.EqualFold(h.Name, name) {
+			return h.Value, true
+		}
+	}
+	return "", false
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestDecisions(t *testing.T) {
+	r := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	e := newTestEngine(t, rdb)
+	ctx := context.Background()
+
+	tests := []struct {
+		name       string
+		req        *Request
+		wantStatus int
+		wantReason string
+		check      func(t *testing.T, d Decision)
+	}{
+		{"open route strips smuggled identity", req("GET", "/healthz", "x-user-id", "root"), 200, "ok", func(t *testing.T, d Decision) {
+			if !contains(d.RemoveHeaders, "x-user-id") || !contains(d.RemoveHeaders, "x-user-role") {
+				t.Fatalf("identity headers not removed: %v", d.RemoveHeaders)
+			}
+		}},
+		{"no policy", req("GET", "/nowhere"), 403, "no_policy", nil},
+		{"admin without cookie", req("GET", "/admin/x"), 401, "unauthenticated", nil},
+		{"admin with unknown session", req("GET", "/admin/x", "cookie", "sid=mallory"), 401, "unauthenticated", nil},
+		{"admin without the role", req("GET", "/admin/x", "cookie", "sid=bob"), 403, "forbidden_role", nil},
+		{"admin with the role", req("GET", "/admin/x", "cookie", "sid=alice"), 200, "ok", func(t *testing.T, d Decision) {
+			if v, _ := header(d.SetHeaders, "x-user-id"); v != "alice" {
+				t.Fatalf("x-user-id = %q", v)
+			}
+			if contains(d.RemoveHeaders, "x-user-id") {
+				t.Fatalf("a header that is set is also removed: %v", d.RemoveHeaders)
+			}
+			if d.Kind != KindSession || d.Principal != "alice" || d.Policy != "admin" {
+				t.Fatalf("identity = %+v", d)
+			}
+		}},
+		{"api by key without scope", req("GET", "/api/x", "x-api-key", "k-none"), 403, "forbidden_scope", nil},
+		{"api by revoked key", req("GET", "/api/x", "x-api-key", "k-gone"), 401, "unauthenticated", nil},
+		{"api by bearer key", req("GET", "/api/x", "authorization", "Bearer k-basic"), 200, "ok", func(t *testing.T, d Decision) {
+			if !contains(d.RemoveHeaders, "authorization") {
+				t.Fatalf("the key's header is not stripped: %v", d.RemoveHeaders)
+			}
+			if v, _ := header(d.ResponseHeaders, "RateLimit"); v != "limit=3, remaining=2, reset=60" && !strings.HasPrefix(v, "limit=3, remaining=2, reset=") {
+				t.Fatalf("RateLimit = %q", v)
+			}
+		}},
+		{"api by pro key uses its tier", req("GET", "/api/x", "x-api-key", "k-pro"), 200, "ok", func(t *testing.T, d Decision) {
+			if v, _ := header(d.ResponseHeaders, "RateLimit-Policy"); v != "5;w=60" {
+				t.Fatalf("tier policy header = %q", v)
+			}
+			if d.Tier != "pro" || d.Principal != "k_pro" {
+				t.Fatalf("identity = %+v", d)
+			}
+		}},
+		{"session down fails closed", req("GET", "/admin/x", "cookie", "sid=down"), 0, "backend_error", func(t *testing.T, d Decision) {
+			if d.Err == nil || d.Allow {
+				t.Fatalf("want an error decision, got %+v", d)
+			}
+		}},
+		{"session down fails open where configured", req("GET", "/soft/x", "cookie", "sid=down"), 200, "degraded", func(t *testing.T, d Decision) {
+			if v, _ := header(d.SetHeaders, DegradedHeader); v != "auth" {
+				t.Fatalf("degraded header = %q", v)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := e.Decide(ctx, tt.req)
+			if d.Status != tt.wantStatus || d.Reason != tt.wantReason {
+				t.Fatalf("status %d reason %q, want %d %q (err %v)", d.Status, d.Reason, tt.wantStatus, tt.wantReason, d.Err)
+			}
+			if tt.check != nil {
+				tt.check(t, d)
+			}
+		})
+	}
+}
+
+func TestLimitsExhaustWith429(t *testing.T) {
+	r := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	e := newTestEngine(t, rdb)
+	ctx := context.Background()
+	for i := 0; i < 2; i++ {
+		if d := e.Decide(ctx, req("POST", "/login")); !d.Allow {
+			t.Fatalf("login %d denied: %+v", i+1, d)
+		}
+	}
+	d := e.Decide(ctx, req("POST", "/login"))
+	if d.Status != 429 || d.Reason != "over_limit" {
+		t.Fatalf("3rd login: %d %s", d.Status, d.Reason)
+	}
+	ra, ok := header(d.ResponseHeaders, "Retry-After")
+	if !ok || ra == "0" {
+		t.Fatalf("Retry-After = %q", ra)
+	}
+	if v, _ := header(d.ResponseHeaders, "RateLimit"); !strings.HasPrefix(v, "limit=2, remaining=0, reset=") {
+		t.Fatalf("RateLimit = %q", v)
+	}
+	// Another client address has its own counter.
+	other := req("POST", "/login")
+	other.RemoteIP = "192.0.2.8"
+	if d := e.Decide(ctx, other); !d.Allow {
+		t.Fatalf("another address denied: %+v", d)
+	}
+	// GET /login matches no policy (methods), so it is not limited but denied as unknown.
+	if d := e.Decide(ctx, req("GET", "/login")); d.Reason != "no_policy" {
+		t.Fatalf("GET /login: %+v", d)
+	}
+}
+
+func TestLimiterDownFollowsFailurePolicy(t *testing.T) {
+	r := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1, DialerRetries: 1})
+	t.Cleanup(func() { rdb.Close() })
+	e := newTestEngine(t, rdb)
+	r.Stop()
+	ctx := context.Background()
+	// Default failure.limits is open: allowed, marked.
+	d := e.Decide(ctx, req("POST", "/login"))
+	if !d.Allow || d.Reason != "degraded" {
+		t.Fatalf("limits open: %+v", d)
+	}
+	if v, _ := header(d.SetHeaders, DegradedHeader); v != "limits" {
+		t.Fatalf("degraded header = %q", v)
+	}
+}
+
+func TestPolicyFromContextExtensions(t *testing.T) {
+	e := newTestEngine(t, redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}))
+	r := req("GET", "/admin/x")
+	r.Policy = "health"
+	if d := e.Decide(context.Background(), r); !d.Allow || d.Policy != "health" {
+		t.Fatalf("named policy not used: %+v", d)
+	}
+	r.Policy = "no-such-policy"
+	if d := e.Decide(context.Background(), r); d.Status != 403 || d.Reason != "no_policy" {
+		t.Fatalf("unknown named policy: %+v", d)
+	}
+}
+
+func TestLimitKeysCannotCollideOrMoveSlot(t *testing.T) {
+	a := limitKey("rl:", "api", "per-user", "session:a:b")
+	b := limitKey("rl:", "api:per-user", "session", "a:b")
+	if a == b {
+		t.Fatalf("keys collide: %q", a)
+	}
+	k := limitKey("rl:", "api", "l", "header:}{evil}")
+	if strings.Count(k, "{") != 1 || strings.Count(k, "}") != 1 {
+		t.Fatalf("key %q has a broken hash tag", k)
+	}
+	long := limitKey("rl:", "api", "l", "header:"+strings.Repeat("x", 5000))
+	if len(long) > 200 {
+		t.Fatalf("long subject not hashed: %d bytes", len(long))
+	}
+}

@@ -1,0 +1,209 @@
+package authz
+
+import (
+	"context"
+	"net"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/genproto/googleapis/rpc/code"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/extauthz/extauthz/internal/ratelimit"
+)
+
+// PolicyContextKey is the context_extensions key a route sets to pick a policy by name.
+const PolicyContextKey = "policy"
+
+// MetadataNamespace is where the dynamic metadata goes in Envoy when the ext_authz filter's
+// name is the usual one; Envoy files it under the filter's own name whatever we say.
+const (
+	MetaPrincipal = "principal"
+	MetaAuth      = "auth"
+	MetaTier      = "tier"
+	MetaPolicy    = "policy"
+)
+
+// CheckServer is envoy.service.auth.v3.Authorization over an Engine.
+type CheckServer struct {
+	authv3.UnimplementedAuthorizationServer
+	engine *Engine
+}
+
+var _ authv3.AuthorizationServer = (*CheckServer)(nil)
+
+// NewCheckServer returns the gRPC Check service of e.
+func NewCheckServer(e *Engine) *CheckServer { return &CheckServer{engine: e} }
+
+// Check decides one request Envoy asks about.
+func (s *CheckServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	http := req.GetAttributes().GetRequest().GetHttp()
+	if http == nil {
+		return nil, status.Error(codes.InvalidArgument, "check request has no attributes.request.http")
+	}
+	r := &Request{
+		Method:   http.GetMethod(),
+		Host:     http.GetHost(),
+		Path:     stripQuery(http.GetPath()),
+		Headers:  requestHeaders(http),
+		RemoteIP: socketIP(req.GetAttributes().GetSource().GetAddress()),
+		Policy:   req.GetAttributes().GetContextExtensions()[PolicyContextKey],
+	}
+	d := s.engine.Decide(ctx, r)
+	return checkResponse(d), nil
+}
+
+// checkResponse turns a Decision into Envoy's answer.
+func checkResponse(d Decision) *authv3.CheckResponse {
+	switch {
+	case d.Err != nil:
+		// error_response with a non-OK status: Envoy's failure_mode_allow / status_on_error
+		// decide, exactly as if the service were unreachable.
+		return &authv3.CheckResponse{
+			Status: &rpcstatus.Status{Code: int32(code.Code_UNAVAILABLE), Message: "authorization backend unavailable"},
+			HttpResponse: &authv3.CheckResponse_ErrorResponse{ErrorResponse: &authv3.DeniedHttpResponse{
+				Status: &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
+			}},
+		}
+	case d.Allow:
+		return &authv3.CheckResponse{
+			Status: &rpcstatus.Status{Code: int32(code.Code_OK)},
+			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+				Headers:              headerOptions(d.SetHeaders),
+				HeadersToRemove:      d.RemoveHeaders,
+				ResponseHeadersToAdd: headerOptions(d.ResponseHeaders),
+			}},
+			DynamicMetadata: metadata(d),
+		}
+	default:
+		hs := make([]ratelimit.Header, 0, len(d.ResponseHeaders)+2)
+		hs = append(hs, ratelimit.Header{Name: "content-type", Value: "application/json"})
+		if d.Status == 401 {
+			hs = append(hs, ratelimit.Header{Name: "www-authenticate", Value: `Bearer realm="extauthz"`})
+		}
+		hs = append(hs, d.ResponseHeaders...)
+		return &authv3.CheckResponse{
+			Status: &rpcstatus.Status{Code: int32(grpcCodeFor(d.Status)), Message: d.Reason},
+			HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+				Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
+				Headers: headerOptions(hs),
+				Body:    errorBody(d.Message),
+			}},
+			DynamicMetadata: metadata(d),
+		}
+	}
+}
+
+func grpcCodeFor(httpStatus int) code.Code {
+	switch httpStatus {
+	case 401:
+		return code.Code_UNAUTHENTICATED
+	case 429:
+		return code.Code_RESOURCE_EXHAUSTED
+	default:
+		return code.Code_PERMISSION_DENIED
+	}
+}
+
+// headerOptions always sets append_action: newer Envoy treats an unset action as APPEND, which
+// would add a second line next to a client's copy.
+func headerOptions(hs []ratelimit.Header) []*corev3.HeaderValueOption {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]*corev3.HeaderValueOption, len(hs))
+	for i, h := range hs {
+		out[i] = &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: h.Name, Value: h.Value},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		}
+	}
+	return out
+}
+
+func metadata(d Decision) *structpb.Struct {
+	if d.Policy == "" {
+		return nil
+	}
+	f := map[string]*structpb.Value{
+		MetaPolicy: structpb.NewStringValue(d.Policy),
+		MetaAuth:   structpb.NewStringValue(d.Kind),
+	}
+	if d.Principal != "" {
+		f[MetaPrincipal] = structpb.NewStringValue(d.Principal)
+	}
+	if d.Tier != "" {
+		f[MetaTier] = structpb.NewStringValue(d.Tier)
+	}
+	return &structpb.Struct{Fields: f}
+}
+
+// requestHeaders returns the request's headers with lower-case names. Envoy fills `headers`
+// (duplicates joined) unless it was told to send `header_map` instead.
+func requestHeaders(h *authv3.AttributeContext_HttpRequest) map[string]string {
+	if len(h.GetHeaders()) > 0 {
+		return h.GetHeaders()
+	}
+	hm := h.GetHeaderMap().GetHeaders()
+	out := make(map[string]string, len(hm))
+	for _, hv := range hm {
+		name := strings.ToLower(hv.GetKey())
+		val := hv.GetValue()
+		if val == "" && len(hv.GetRawValue()) > 0 {
+			val = string(hv.GetRawValue())
+		}
+		if prev, ok := out[name]; ok {
+			sep := ", "
+			if name == "cookie" {
+				sep = "; "
+			}
+			val = prev + sep + val
+		}
+		out[name] = val
+	}
+	return out
+}
+
+// stripQuery drops the query string: Envoy's path carries it, undecoded.
+func stripQuery(p string) string {
+	if i := strings.IndexByte(p, '?'); i >= 0 {
+		return p[:i]
+	}
+	return p
+}
+
+func socketIP(a *corev3.Address) string {
+	sa := a.GetSocketAddress()
+	if sa == nil {
+		return ""
+	}
+	if ip := net.ParseIP(sa.GetAddress()); ip != nil {
+		return ip.String()
+	}
+	return sa.GetAddress()
+}
+
+// errorBody is {"error": msg} without encoding/json on the hot path; msg is one of our own
+// fixed messages, so it needs no escaping beyond quotes and backslashes.
+func errorBody(msg string) string {
+	var b strings.Builder
+	b.Grow(len(msg) + 12)
+	b.WriteString(`{"error":"`)
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c == '"' || c == '\\' {
+			b.WriteByte('\\')
+		}
+		if c < 0x20 {
+			continue
+		}
+		b.WriteByte(c)
+	}
+	b.WriteString(`"}`)
+	return b.String()
+}

@@ -1,0 +1,146 @@
+package authz
+
+import (
+	"context"
+	"errors"
+
+	"github.com/extauthz/extauthz/internal/apikeys"
+	"github.com/extauthz/extauthz/internal/ratelimit"
+	"github.com/extauthz/extauthz/internal/sessions"
+)
+
+// identity is who the caller is, as far as this decision goes.
+type identity struct {
+	kind      string
+	principal string
+	tier      string
+	roles     []string
+	scopes    []string
+	headers   []ratelimit.Header
+	// keyHeader is the header an API key came in, to strip upstream.
+	keyHeader string
+}
+
+func (id identity) hasAnyRole(want []string) bool {
+	// An API key's scopes stand in for roles, so a key scoped "admin" may use an admin route.
+	have := id.roles
+	if id.kind == KindAPIKey {
+		have = id.scopes
+	}
+	for _, w := range want {
+		for _, h := range have {
+			if w == h {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (id identity) hasAllScopes(want []string) bool {
+	for _, w := range want {
+		found := false
+		for _, h := range id.scopes {
+			if w == h {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// identify resolves the caller as the policy's auth mode asks. It returns a denial status
+// (401) with its reason, or a backend error, or the identity.
+func (e *Engine) identify(ctx context.Context, st *engineState, p *policy, r *Request) (identity, int, string, error) {
+	anon := identity{kind: KindNone}
+	switch p.auth {
+	case AuthNone:
+		return anon, 0, "", nil
+	case AuthAPIKey:
+		return e.byKey(ctx, st, r, true)
+	case AuthSession:
+		return e.bySession(ctx, r)
+	case AuthAny:
+		// A request that carries an API key is judged by it; otherwise by its session.
+		if e.opts.Keys != nil {
+			if _, h, ok := apikeys.FromHeaders(r.Headers, st.apiKeyHeaders); ok {
+				id, status, reason, err := e.byKey(ctx, st, r, true)
+				id.keyHeader = h
+				return id, status, reason, err
+			}
+		}
+		if e.opts.Sessions != nil {
+			return e.bySession(ctx, r)
+		}
+		return anon, 401, "unauthenticated", nil
+	}
+	return anon, 401, "unauthenticated", nil
+}
+
+func (e *Engine) byKey(ctx context.Context, st *engineState, r *Request, required bool) (identity, int, string, error) {
+	anon := identity{kind: KindNone}
+	if e.opts.Keys == nil {
+		return anon, 401, "unauthenticated", nil
+	}
+	key, header, ok := apikeys.FromHeaders(r.Headers, st.apiKeyHeaders)
+	if !ok {
+		return anon, 401, "unauthenticated", nil
+	}
+	anon.keyHeader = header
+	rec, err := e.opts.Keys.Lookup(ctx, key)
+	switch {
+	case err == nil:
+	case errors.Is(err, apikeys.ErrMalformed), errors.Is(err, apikeys.ErrNotFound),
+		errors.Is(err, apikeys.ErrRevoked), errors.Is(err, apikeys.ErrExpired):
+		return anon, 401, "unauthenticated", nil
+	default:
+		e.countBackendError("apikey_lookup", err)
+		return anon, 0, "", err
+	}
+	return identity{
+		kind:      KindAPIKey,
+		principal: rec.ID,
+		tier:      rec.Tier,
+		scopes:    rec.Scopes,
+		keyHeader: header,
+	}, 0, "", nil
+}
+
+func (e *Engine) bySession(ctx context.Context, r *Request) (identity, int, string, error) {
+	anon := identity{kind: KindNone}
+	if e.opts.Sessions == nil {
+		return anon, 401, "unauthenticated", nil
+	}
+	cookie := r.Headers["cookie"]
+	if cookie == "" {
+		return anon, 401, "unauthenticated", nil
+	}
+	s, err := e.opts.Sessions.Resolve(ctx, cookie)
+	switch {
+	case err == nil:
+	case errors.Is(err, sessions.ErrNoSession):
+		return anon, 401, "unauthenticated", nil
+	default:
+		e.countBackendError("session_lookup", err)
+		return anon, 0, "", err
+	}
+	if s.Subject == "" {
+		// A session without the configured subject (not logged in yet) is no identity.
+		return anon, 401, "unauthenticated", nil
+	}
+	hs := make([]ratelimit.Header, len(s.Headers))
+	for i, h := range s.Headers {
+		hs[i] = ratelimit.Header{Name: h.Name, Value: h.Value}
+	}
+	return identity{kind: KindSession, principal: s.Subject, roles: s.Roles, headers: hs}, 0, "", nil
+}
+
+func (e *Engine) countBackendError(op string, err error) {
+	if m := e.opts.Metrics; m != nil {
+		m.RedisErrors.WithLabelValues(op, backendReason(err)).Inc()
+	}
+}

@@ -1,0 +1,137 @@
+// Package authz is the decision core of ext_authz: it matches a request to a route policy,
+// resolves who the caller is (an express-session cookie or an API key), checks roles and
+// scopes, applies the policy's rate limits, and answers allow or deny with the headers each
+// proxy needs. The gRPC Check server and the HTTP authorization handlers are thin transports
+// over the same Engine.
+package authz
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/extauthz/extauthz/internal/config"
+	"github.com/extauthz/extauthz/internal/ratelimit"
+)
+
+// Auth modes of a policy.
+const (
+	AuthNone    = "none"
+	AuthSession = "session"
+	AuthAPIKey  = "apikey"
+	AuthAny     = "any"
+)
+
+// policy is a config.Policy compiled for matching and limiting.
+type policy struct {
+	name       string
+	pathPrefix string
+	methods    []string
+	host       string
+	auth       string
+	roles      []string
+	scopes     []string
+	limits     []limit
+	tiers      map[string][]limit
+	authOpen   bool // failure.auth == open
+	limitsOpen bool // failure.limits == open
+}
+
+// limit is one compiled limit.
+type limit struct {
+	name   string
+	by     string // principal, ip, apikey, header
+	header string // for by header:NAME
+	value  ratelimit.Limit
+}
+
+func compilePolicies(ps []config.Policy) ([]*policy, map[string]*policy, error) {
+	list := make([]*policy, 0, len(ps))
+	byName := make(map[string]*policy, len(ps))
+	for _, p := range ps {
+		cp := &policy{
+			name:       p.Name,
+			pathPrefix: p.Match.PathPrefix,
+			methods:    p.Match.Methods,
+			host:       strings.ToLower(p.Match.Host),
+			auth:       p.Auth,
+			roles:      p.Roles,
+			scopes:     p.Scopes,
+			authOpen:   p.Failure.Auth == "open",
+			limitsOpen: p.Failure.Limits == "open",
+		}
+		var err error
+		if cp.limits, err = compileLimits(p.Name, "", p.Limits); err != nil {
+			return nil, nil, err
+		}
+		if len(p.Tiers) > 0 {
+			cp.tiers = make(map[string][]limit, len(p.Tiers))
+			for tier, ls := range p.Tiers {
+				if cp.tiers[tier], err = compileLimits(p.Name, tier, ls); err != nil {
+					return nil, nil, err
+				}
+			}
+		}
+		list = append(list, cp)
+		byName[cp.name] = cp
+	}
+	return list, byName, nil
+}
+
+func compileLimits(policyName, tier string, ls []config.Limit) ([]limit, error) {
+	out := make([]limit, 0, len(ls))
+	for i, l := range ls {
+		algo, err := ratelimit.ParseAlgorithm(l.Algorithm)
+		if err != nil {
+			return nil, fmt.Errorf("policy %s limit %d: %w", policyName, i, err)
+		}
+		name := l.Name
+		if name == "" {
+			name = fmt.Sprintf("%s-%d", policyName, i)
+			if tier != "" {
+				name = fmt.Sprintf("%s-%s-%d", policyName, tier, i)
+			}
+		}
+		cl := limit{
+			name:  name,
+			by:    l.By,
+			value: ratelimit.Limit{Requests: l.Requests, Window: time.Duration(l.Window), Algorithm: algo, Burst: l.Burst},
+		}
+		if h, ok := strings.CutPrefix(l.By, "header:"); ok {
+			cl.by, cl.header = "header", h
+		}
+		out = append(out, cl)
+	}
+	return out, nil
+}
+
+// matches reports whether p's match block fits the request.
+func (p *policy) matches(method, host, path string) bool {
+	if p.pathPrefix != "" && !strings.HasPrefix(path, p.pathPrefix) {
+		return false
+	}
+	if p.host != "" && !hostEqual(p.host, host) {
+		return false
+	}
+	if len(p.methods) > 0 {
+		ok := false
+		for _, m := range p.methods {
+			if m == method {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// hostEqual compares a configured host with a request's :authority, ignoring case and a port.
+func hostEqual(want, got string) bool {
+	if i := strings.LastIndexByte(got, ':'); i >= 0 && !strings.Contains(got[i:], "]") {
+		got = got[:i]
+	}
+	return strings.EqualFold(want, got)
+}

@@ -1,0 +1,212 @@
+package ratelimit
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrInvalidRequest means a Request cannot be decided as given (empty or repeated key, a
+// limit out of range). It is the caller's bug or bad config, not a Redis failure, and no
+// Redis call is made.
+var ErrInvalidRequest = errors.New("ratelimit: invalid request")
+
+// maxExact bounds every number the limiter script multiplies. Redis runs Lua 5.1, whose
+// only number type is a float64 holding integers exactly up to 2^53; keeping products at or
+// below 2^51 leaves room for the sums and the clock (microseconds since 1970, about 2^51
+// too) so that no comparison in the script ever rounds.
+const maxExact = 1 << 51
+
+// Limit is one limit as a value: Requests per Window, counted by Algorithm.
+type Limit struct {
+	// Requests is how much Cost the Window admits; it must be positive.
+	Requests int64
+	// Window is the period Requests applies to. It must be a positive whole number of
+	// milliseconds, the unit of Redis's PX and PTTL.
+	Window time.Duration
+	// Algorithm counts the limit; the zero value is AlgorithmFixed.
+	Algorithm Algorithm
+	// Burst is how much Cost GCRA admits at once after a quiet period; 0 means Requests.
+	// Other algorithms ignore it.
+	Burst int64
+}
+
+// Validate reports whether the limit can be counted exactly, so that config loading can
+// reject a limit once instead of every request failing. Errors wrap ErrInvalidRequest.
+func (l Limit) Validate() error {
+	_, err := l.validate(0)
+	return err
+}
+
+// capacity is the most Cost the limit holds at once: Requests, or the burst for GCRA. It
+// is Decision.Limit, the number Remaining counts down from.
+func (l Limit) capacity() int64 {
+	if l.Algorithm == AlgorithmGCRA && l.Burst > 0 {
+		return l.Burst
+	}
+	return l.Requests
+}
+
+// interval is GCRA's emission interval in microseconds, Window/Requests rounded up. Rounding
+// up keeps it an integer the script can add exactly; it can only make the limit stricter,
+// by under a microsecond per request (nothing for limits such as 100/min whose interval is
+// a whole number of microseconds).
+func (l Limit) interval() int64 {
+	w := l.Window.Microseconds()
+	return (w + l.Requests - 1) / l.Requests
+}
+
+// validate checks l for a request of cost and returns the interval GCRA needs (0 for the
+// other algorithms).
+func (l Limit) validate(cost int64) (int64, error) {
+	switch {
+	case l.Requests <= 0 || l.Requests > maxExact:
+		return 0, fmt.Errorf("%w: requests %d out of range 1..%d", ErrInvalidRequest, l.Requests, int64(maxExact))
+	case l.Window < time.Millisecond || l.Window%time.Millisecond != 0:
+		return 0, fmt.Errorf("%w: window %v is not a positive whole number of milliseconds", ErrInvalidRequest, l.Window)
+	case l.Burst < 0 || l.Burst > maxExact:
+		return 0, fmt.Errorf("%w: burst %d out of range 0..%d", ErrInvalidRequest, l.Burst, int64(maxExact))
+	case cost < 0 || cost > maxExact:
+		return 0, fmt.Errorf("%w: cost %d out of range 0..%d", ErrInvalidRequest, cost, int64(maxExact))
+	}
+	ms := l.Window.Milliseconds()
+	switch l.Algorithm {
+	case AlgorithmFixed:
+		if ms > maxExact {
+			return 0, fmt.Errorf("%w: window %v too long", ErrInvalidRequest, l.Window)
+		}
+		return 0, nil
+	case AlgorithmSliding:
+		// The script compares counts scaled by the window in milliseconds; two windows'
+		// counts (each at most Requests) plus the cost must stay exact.
+		if 2*l.Requests+cost > maxExact/ms {
+			return 0, fmt.Errorf("%w: %d requests per %v too large to count exactly", ErrInvalidRequest, l.Requests, l.Window)
+		}
+		return 0, nil
+	case AlgorithmGCRA:
+		// The script adds burst and cost in units of the interval to a clock in
+		// microseconds.
+		iv := l.interval()
+		if l.capacity()+cost > maxExact/iv {
+			return 0, fmt.Errorf("%w: burst %d of %d requests per %v too large to count exactly", ErrInvalidRequest, l.capacity(), l.Requests, l.Window)
+		}
+		return iv, nil
+	}
+	return 0, fmt.Errorf("%w: unknown algorithm %d", ErrInvalidRequest, int(l.Algorithm))
+}
+
+// Request asks one limit about one subject.
+type Request struct {
+	// Key is the full Redis key of the subject for this limit, {hash tag} included. It is
+	// built by the caller; see Limiter for the keys each algorithm derives from it.
+	Key string
+	// Limit is the limit to apply.
+	Limit Limit
+	// Cost is what the request spends; 0 checks the limit without counting anything, and
+	// never creates or refreshes a key.
+	Cost int64
+}
+
+// Decision is the result of one Request.
+type Decision struct {
+	// Allowed reports that this limit alone admits the request: its count including Cost
+	// does not exceed the limit. With Cost 0 it reports that the limit is not already
+	// exceeded, so a limit used up exactly is still Allowed with Remaining 0 (as
+	// envoyproxy/ratelimit answers hits_addend 0). The request as a whole passes only when
+	// every Decision of the call is Allowed.
+	Allowed bool
+	// Limit is the quota Remaining counts down from: Requests, or the burst for GCRA.
+	Limit int64
+	// Remaining is the Cost a request could still spend right now, in [0, Limit], after
+	// this call: it reflects this request's Cost only when the call counted it.
+	Remaining int64
+	// Reset is the time until the window ends (fixed: the key's PTTL, 0 when no window is
+	// open; sliding: the end of the current epoch-aligned sub-window) or, for GCRA, until
+	// the quota is fully restored. It is never negative.
+	Reset time.Duration
+	// RetryAfter is 0 when Allowed, else the time until a request of the same Cost would be
+	// allowed if nothing else were counted: the end of the window for fixed, the moment the
+	// weighted count has dropped enough for sliding, the theoretical arrival time minus the
+	// burst for GCRA. A Cost the limit can never admit (above Requests, or above the burst
+	// for GCRA) is always denied, with RetryAfter one Window.
+	RetryAfter time.Duration
+}
+
+// Limiter decides several limits of one request atomically in Redis, in one round trip,
+// with Redis's TIME as the clock of every replica. It is safe for concurrent use.
+//
+// Keys: every algorithm starts from Request.Key. Fixed uses it as it is, in
+// rate-limit-redis's format, so counters can be shared with Express apps. Sliding uses
+// Key+":"+start for its current and previous sub-windows (start in Unix milliseconds,
+// aligned to the Window since the epoch). GCRA stores its theoretical arrival time at Key,
+// in Unix microseconds. The keys of one Allow call must be distinct and, on Redis Cluster,
+// share one {hash tag}: the script runs on one node. A sliding key needs a tag even alone,
+// because the script derives its sub-window keys from it and only a tag keeps them in its
+// slot. A key must not change algorithm: each reads the others' values as its own, so the
+// caller should put the algorithm (or the limit) in the key.
+//
+// Sliding is an approximation: it assumes the previous window's hits were spread evenly.
+// Like every algorithm here it is exact in the sense that matters across replicas: the
+// decision and the count happen in one script, so concurrent requests can never together
+// pass a limit that each alone would not.
+type Limiter struct {
+	rdb Scripter
+	sha string
+}
+
+// NewLimiter returns a Limiter that runs its script on rdb.
+func NewLimiter(rdb Scripter) *Limiter {
+	sum := sha1.Sum([]byte(limiterScript))
+	return &Limiter{rdb: rdb, sha: hex.EncodeToString(sum[:])}
+}
+
+// Allow decides every request in one EVALSHA (EVAL only when the server has lost the script)
+// and returns the decisions in order, with Redis's TIME at the decision as now.
+//
+// The call is all or nothing: when every Decision is Allowed, each request with Cost > 0 is
+// counted; when any is denied, none is, so a request denied by its hourly limit does not
+// burn its per-minute quota. The one exception is a call with a single fixed-window
+// request, which is counted even when denied, exactly as rate-limit-redis counts every
+// hit: Express apps sharing the counter count that way, and a client that keeps knocking
+// keeps its counter over the limit on both sides.
+//
+// ctx bounds the call; Allow sets no deadline of its own. No requests means no call and a
+// zero result. Errors wrap ErrInvalidRequest for bad input, ErrBadReply for a reply of the
+// wrong shape, and otherwise the go-redis or context error.
+func (l *Limiter) Allow(ctx context.Context, reqs []Request) (now time.Time, ds []Decision, err error) {
+	if len(reqs) == 0 {
+		return time.Time{}, nil, nil
+	}
+	keys := make([]string, len(reqs))
+	args := make([]interface{}, 0, limiterArgs*len(reqs))
+	for i, r := range reqs {
+		iv, err := r.Limit.validate(r.Cost)
+		if err == nil && r.Key == "" {
+			err = fmt.Errorf("%w: empty key", ErrInvalidRequest)
+		}
+		for j := 0; err == nil && j < i; j++ {
+			if keys[j] == r.Key {
+				err = fmt.Errorf("%w: key %q repeated in request %d", ErrInvalidRequest, r.Key, j)
+			}
+		}
+		if err != nil {
+			return time.Time{}, nil, fmt.Errorf("request %d: %w", i, err)
+		}
+		keys[i] = r.Key
+		args = append(args, int(r.Limit.Algorithm), r.Limit.capacity(), r.Limit.Window.Milliseconds(), iv, r.Cost)
+	}
+	cmd := l.rdb.EvalSha(ctx, l.sha, keys, args...)
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		cmd = l.rdb.Eval(ctx, limiterScript, keys, args...)
+	}
+	v, err := cmd.Result()
+	if err != nil {
+		return time.Time{}, nil, fmt.Errorf("ratelimit: limiter script: %w", err)
+	}
+	return parseLimiterReply(v, reqs)
+}

@@ -1,0 +1,214 @@
+package ratelimit
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// limiterArgs is the number of ARGV entries per request: algorithm, capacity (Requests, or
+// the burst for GCRA), window in milliseconds, GCRA interval in microseconds, cost.
+const limiterArgs = 5
+
+// limiterReplyFields is the number of reply entries per request: allowed (0 or 1),
+// remaining, reset and retry-after in microseconds.
+const limiterReplyFields = 4
+
+// limiterScript decides every request of one Allow call. It runs in two passes: the first
+// reads each limit's state and decides it without writing, the second counts every request
+// with a cost only when all were allowed (or when the call is one fixed-window request,
+// which rate-limit-redis counts even when denied). The reply is {seconds, microseconds,
+// then limiterReplyFields per request}.
+//
+// Redis's TIME is the clock so that every replica agrees; it is kept in integer
+// microseconds (about 2^51 today), exact in Lua's float64 numbers. Every product the script
+// forms is bounded by Limit.validate for the same reason, so comparisons never round.
+// Numbers sent back to Redis go through string.format('%.0f') because Redis's own
+// conversion of a Lua number ("%.17g") would write large ones in exponent form, which
+// INCRBY and PX reject.
+//
+// Keys derived from KEYS[i] (the sliding sub-windows) only append to it, so a {hash tag}
+// keeps them in the slot of KEYS[i]. replicate_commands is needed by servers before 5.0 to
+// write after TIME, and is guarded because Redis 7 deprecates it.
+const limiterScript = `
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local sec, usec = tonumber(t[1]), tonumber(t[2])
+local now = sec * 1000000 + usec
+local nowms = sec * 1000 + math.floor(usec / 1000)
+local function int(s) return string.format('%.0f', s) end
+-- count reads a counter: 0 when missing, nil when the value is not an integer.
+local function count(key)
+  local v = redis.call('GET', key)
+  if not v then return 0 end
+  local n = tonumber(v)
+  if n == nil or n ~= math.floor(n) then return nil end
+  return n
+end
+local n = #KEYS
+local st = {}
+local all = true
+for i = 1, n do
+  local a = 5 * (i - 1)
+  local s = {key = KEYS[i], algo = tonumber(ARGV[a+1]), limit = tonumber(ARGV[a+2]),
+    w = tonumber(ARGV[a+3]), iv = tonumber(ARGV[a+4]), cost = tonumber(ARGV[a+5]), a = a}
+  if s.algo == 0 then
+    -- rate-limit-redis: a PTTL of 0 or less (missing, or no expiry) means the window is
+    -- over, and the next hit opens a new one.
+    s.pttl = redis.call('PTTL', s.key)
+    s.c = 0
+    if s.pttl > 0 then s.c = count(s.key) else s.pttl = 0 end
+    if s.c == nil then return redis.error_reply('ERR fixed window counter ' .. i .. ' is not an integer') end
+    s.ok = s.c + s.cost <= s.limit
+  elseif s.algo == 1 then
+    local start = nowms - nowms % s.w
+    s.e = nowms - start
+    s.start = start
+    s.cur = s.key .. ':' .. int(start)
+    s.c = count(s.cur)
+    s.p = count(s.key .. ':' .. int(start - s.w))
+    if s.c == nil or s.p == nil then return redis.error_reply('ERR sliding window counter ' .. i .. ' is not an integer') end
+    -- Counts are scaled by the window in ms so that the weighting stays in integers.
+    s.ok = s.p * (s.w - s.e) + (s.c + s.cost) * s.w <= s.limit * s.w
+  else
+    local v = redis.call('GET', s.key)
+    s.tat = now
+    if v then
+      local tat = tonumber(v)
+      if tat == nil then return redis.error_reply('ERR gcra arrival time ' .. i .. ' is not a number') end
+      if tat > now then s.tat = tat end
+    end
+    s.new = s.tat + s.cost * s.iv
+    s.ok = s.new - now <= s.limit * s.iv
+  end
+  if not s.ok then all = false end
+  st[i] = s
+end
+local single = n == 1 and st[1].algo == 0
+local reply = {sec, usec}
+for i = 1, n do
+  local s = st[i]
+  local counted = s.cost > 0 and (all or single)
+  local remaining, reset, retry
+  if s.algo == 0 then
+    if counted then
+      if s.pttl > 0 then
+        s.c = redis.call('INCRBY', s.key, ARGV[s.a+5])
+      else
+        redis.call('SET', s.key, ARGV[s.a+5], 'PX', ARGV[s.a+3])
+        s.c = s.cost
+        s.pttl = s.w
+      end
+    end
+    remaining = s.limit - s.c
+    reset = s.pttl * 1000
+    retry = reset
+  elseif s.algo == 1 then
+    if counted then
+      s.c = redis.call('INCRBY', s.cur, ARGV[s.a+5])
+      if s.c == s.cost then
+        -- The key outlives its window by one window: it is the previous one then.
+        redis.call('PEXPIRE', s.cur, int(2 * s.w - s.e))
+      end
+    end
+    local w, e = s.w, s.e
+    remaining = math.floor((s.limit * w - s.p * (w - e) - s.c * w) / w)
+    reset = (s.start + w) * 1000 - now
+    -- RetryAfter: the first ms at which p*(w-e')/w + c + cost <= limit, still in this
+    -- window when c + cost fits, else in the next one, where c becomes the previous count.
+    if not s.ok and s.cost <= s.limit then
+      local wait
+      local room = s.limit - s.c - s.cost
+      if room >= 0 then
+        -- Denied with room left means p > 0.
+        wait = w - e - math.floor(room * w / s.p)
+      else
+        -- c + cost > limit >= cost means c > 0.
+        wait = w - e + w - math.floor((s.limit - s.cost) * w / s.c)
+      end
+      retry = (nowms + wait) * 1000 - now
+    end
+  else
+    if counted then
+      s.tat = s.new
+      redis.call('SET', s.key, int(s.new), 'PX', int(math.ceil((s.new - now) / 1000)))
+    end
+    remaining = math.floor((s.limit * s.iv - (s.tat - now)) / s.iv)
+    reset = s.tat - now
+    retry = s.new - s.limit * s.iv - now
+  end
+  if remaining < 0 then remaining = 0 elseif remaining > s.limit then remaining = s.limit end
+  local allowed = 1
+  if s.ok then
+    retry = 0
+  else
+    allowed = 0
+    if s.cost > s.limit then retry = s.w * 1000 end
+    if retry == nil or retry < 1 then retry = 1 end
+  end
+  reply[#reply+1] = allowed
+  reply[#reply+1] = remaining
+  reply[#reply+1] = reset
+  reply[#reply+1] = retry
+end
+return reply
+`
+
+// maxReplyMicros is the longest duration, in microseconds, a time.Duration holds.
+const maxReplyMicros = math.MaxInt64 / int64(time.Microsecond)
+
+// parseLimiterReply reads the script's reply for reqs. Every element is checked, so a
+// server or proxy that answers the wrong shape, a negative number, a flag other than 0 or
+// 1, or a Remaining above the limit becomes ErrBadReply instead of a panic or a made-up
+// decision.
+func parseLimiterReply(v interface{}, reqs []Request) (time.Time, []Decision, error) {
+	items, ok := v.([]interface{})
+	if !ok {
+		return time.Time{}, nil, fmt.Errorf("%w: got %T, want an array", ErrBadReply, v)
+	}
+	if want := 2 + limiterReplyFields*len(reqs); len(items) != want {
+		return time.Time{}, nil, fmt.Errorf("%w: got %d elements, want %d", ErrBadReply, len(items), want)
+	}
+	sec, err := replyInt(items[0])
+	if err != nil {
+		return time.Time{}, nil, fmt.Errorf("%w: time seconds: %v", ErrBadReply, err)
+	}
+	usec, err := replyInt(items[1])
+	if err != nil {
+		return time.Time{}, nil, fmt.Errorf("%w: time microseconds: %v", ErrBadReply, err)
+	}
+	if usec >= 1e6 {
+		return time.Time{}, nil, fmt.Errorf("%w: time microseconds %d out of range", ErrBadReply, usec)
+	}
+	ds := make([]Decision, len(reqs))
+	for i := range ds {
+		var f [limiterReplyFields]int64
+		for j := range f {
+			if f[j], err = replyInt(items[2+limiterReplyFields*i+j]); err != nil {
+				return time.Time{}, nil, fmt.Errorf("%w: decision %d field %d: %v", ErrBadReply, i, j, err)
+			}
+		}
+		allowed, remaining, reset, retry := f[0], f[1], f[2], f[3]
+		limit := reqs[i].Limit.capacity()
+		switch {
+		case allowed > 1:
+			return time.Time{}, nil, fmt.Errorf("%w: decision %d: allowed flag %d", ErrBadReply, i, allowed)
+		case remaining > limit:
+			return time.Time{}, nil, fmt.Errorf("%w: decision %d: remaining %d above limit %d", ErrBadReply, i, remaining, limit)
+		case reset > maxReplyMicros || retry > maxReplyMicros:
+			return time.Time{}, nil, fmt.Errorf("%w: decision %d: duration out of range", ErrBadReply, i)
+		case allowed == 1 && retry != 0:
+			return time.Time{}, nil, fmt.Errorf("%w: decision %d: allowed with retry after %dµs", ErrBadReply, i, retry)
+		case allowed == 0 && retry == 0:
+			return time.Time{}, nil, fmt.Errorf("%w: decision %d: denied without retry after", ErrBadReply, i)
+		}
+		ds[i] = Decision{
+			Allowed:    allowed == 1,
+			Limit:      limit,
+			Remaining:  remaining,
+			Reset:      time.Duration(reset) * time.Microsecond,
+			RetryAfter: time.Duration(retry) * time.Microsecond,
+		}
+	}
+	return time.Unix(sec, usec*int64(time.Microsecond)), ds, nil
+}

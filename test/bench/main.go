@@ -159,7 +159,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err := writeRLSConfig(rlsDir); err != nil {
 		return err
 	}
-	sidecar, grpcAddr, err := startSidecar(ctx, dir, sidecarBin, b.redis.url(), rlsDir)
+	cfgPath := filepath.Join(dir, "extauthz.yaml")
+	if err := os.WriteFile(cfgPath, []byte(benchConfig), 0o644); err != nil {
+		return err
+	}
+	if _, err := b.redis.command(ctx, "SET", "sess:"+benchSID, benchSession); err != nil {
+		return fmt.Errorf("seed the bench session: %w", err)
+	}
+	sidecar, grpcAddr, err := startSidecar(ctx, dir, sidecarBin, b.redis.url(), rlsDir, cfgPath)
 	if sidecar != nil {
 		procs = append(procs, sidecar)
 	}
@@ -259,7 +266,7 @@ func writeRLSConfig(dir string) error {
 }
 
 // startSidecar starts `extauthz serve` on free loopback ports and waits for /readyz.
-func startSidecar(ctx context.Context, dir, bin, redisURL, rlsDir string) (*proc, string, error) {
+func startSidecar(ctx context.Context, dir, bin, redisURL, rlsDir, cfgPath string) (*proc, string, error) {
 	var ports [3]int
 	for i := range ports {
 		p, err := freePort()
@@ -269,7 +276,7 @@ func startSidecar(ctx context.Context, dir, bin, redisURL, rlsDir string) (*proc
 		ports[i] = p
 	}
 	addr := func(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
-	p, err := startProc(dir, "extauthz", bin, nil, "serve",
+	p, err := startProc(dir, "extauthz", bin, nil, "serve", "--config", cfgPath,
 		"--grpc-addr", addr(ports[0]), "--http-addr", addr(ports[1]), "--admin-addr", addr(ports[2]),
 		"--redis-url", redisURL, "--rls-config-dir", rlsDir)
 	if err != nil {

@@ -21,6 +21,9 @@ type scenario struct {
 	rate        float64 // 0 is closed loop
 	domain      string
 	redisBench  bool // also measure redis-benchmark at the same concurrency and key count
+	// check runs ext_authz Check on a session route with one per-principal limit instead of
+	// ShouldRateLimit.
+	check bool
 }
 
 // conns is the number of gRPC connections loadgen spreads its callers over, like the handful
@@ -37,10 +40,18 @@ func scenarios(mode string) []scenario {
 			c: c, keys: keys, descriptors: 1, domain: "bench", redisBench: true,
 		}
 	}
+	check := func(c int, dur, warmup time.Duration, rounds int) scenario {
+		return scenario{
+			name:   fmt.Sprintf("Check session route + 1 limit, c=%d", c),
+			rounds: rounds, dur: dur, warmup: warmup,
+			c: c, keys: 1, descriptors: 1, domain: "bench", check: true,
+		}
+	}
 	if mode == "quick" {
 		return []scenario{
 			one(128, 1, 3*time.Second, time.Second, 1),
 			one(32, 10000, 3*time.Second, time.Second, 1),
+			check(128, 3*time.Second, time.Second, 1),
 		}
 	}
 	const d, w = 10 * time.Second, 2 * time.Second
@@ -49,6 +60,7 @@ func scenarios(mode string) []scenario {
 		one(128, 1, d, w, 2),
 		one(32, 10000, d, w, 2),
 		one(128, 10000, d, w, 2),
+		check(128, d, w, 2),
 		{
 			name:   "ShouldRateLimit 3 descriptors, c=128 keys=10000",
 			rounds: 1, dur: d, warmup: w,
@@ -130,6 +142,15 @@ func (s summary) num(key string) float64 {
 
 // loadgenArgs are the flags for one run of s against t.
 func (s scenario) loadgenArgs(t target) []string {
+	if s.check {
+		return []string{
+			"-addr", t.addr, "-rpc", "check", "-cookie", benchCookie, "-path", "/api/items",
+			"-c", strconv.Itoa(s.c), "-conns", strconv.Itoa(conns),
+			"-d", s.dur.String(), "-warmup", s.warmup.String(),
+			"-rate", strconv.FormatFloat(s.rate, 'f', -1, 64),
+			"-timeout", "1s", "-pids", t.pids,
+		}
+	}
 	return []string{
 		"-addr", t.addr, "-rpc", "ratelimit",
 		"-c", strconv.Itoa(s.c), "-conns", strconv.Itoa(conns),

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -143,6 +144,10 @@ func (c *checkCaller) call(ctx context.Context) (outcome, error) {
 	}
 	code := codes.Code(c.resp.GetStatus().GetCode())
 	switch {
+	case c.resp.GetErrorResponse() != nil:
+		// The service could not decide (its backend failed): Envoy's failure mode would
+		// apply, so this is an error, not a denial.
+		return outcomeError, errors.New("check answered error_response: " + c.resp.GetStatus().GetMessage())
 	case code == codes.OK:
 		return outcomeOK, nil
 	case code == codes.ResourceExhausted,

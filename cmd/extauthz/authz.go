@@ -16,9 +16,9 @@ import (
 
 // buildEngine wires the ext_authz decision core from cfg: sessions when secrets are set, API
 // keys always (a key must still be issued before it resolves), and the policy limiter.
-func buildEngine(cfg *config.Config, rc *redisconn.Client, format ratelimit.Format, log *zap.Logger, m *metrics.Metrics) (*authz.Engine, error) {
+func buildEngine(cfg *config.Config, rc *redisconn.Client, backend decisionRedis, format ratelimit.Format, log *zap.Logger, m *metrics.Metrics) (*authz.Engine, error) {
 	opts := authz.Options{
-		Limiter: ratelimit.NewLimiter(rc.Redis()),
+		Limiter: ratelimit.NewLimiter(backend),
 		Timeout: rc.Timeout(),
 		Headers: format,
 		Logger:  log.Named("authz"),
@@ -36,7 +36,7 @@ func buildEngine(cfg *config.Config, rc *redisconn.Client, format ratelimit.Form
 		if t := cfg.Sessions.Touch; t != nil {
 			sopts.TouchTTL, sopts.TouchEvery = t.TTL.D(), t.Every.D()
 		}
-		st, err := sessions.New(rc.Redis(), sopts)
+		st, err := sessions.New(backend, sopts)
 		if err != nil {
 			return nil, fmt.Errorf("sessions: %w", err)
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/extauthz/extauthz/internal/ratelimit/rls"
 	"github.com/extauthz/extauthz/internal/redisconn"
 	"github.com/extauthz/extauthz/internal/server"
+	"github.com/extauthz/extauthz/internal/sessions"
 )
 
 // serveFlags are the serve command's flags; each overrides the config file when given.
@@ -128,7 +129,8 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, log *zap.
 	defer rc.Close()
 	log.Info("redis configured", zap.String("redis", rc.Describe()), zap.Bool("embedded", rc.Embedded()), zap.Duration("timeout", rc.Timeout()))
 
-	svc := rls.NewService(ratelimit.NewFixedWindow(rc.Redis()), nil, rls.Options{
+	backend := decisionBackend(cfg.Redis, rc, m)
+	svc := rls.NewService(ratelimit.NewFixedWindow(backend), nil, rls.Options{
 		Prefix:  cfg.RateLimit.Prefix,
 		Headers: format,
 		Timeout: rc.Timeout(),
@@ -150,7 +152,7 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, log *zap.
 		log.Warn("no ratelimit.config_dir: ShouldRateLimit answers OK with no limit for every domain")
 	}
 
-	engine, err := buildEngine(cfg, rc, format, log, m)
+	engine, err := buildEngine(cfg, rc, backend, format, log, m)
 	if err != nil {
 		return err
 	}
@@ -223,6 +225,26 @@ func reloadPolicies(path string, engine *authz.Engine, log *zap.Logger, m *metri
 	log.Info("policies reloaded", zap.String("file", path), zap.Int("policies", len(cfg.Policies)))
 	m.ConfigReloads.WithLabelValues("policies", "success").Inc()
 	m.ConfigLastReload.WithLabelValues("policies").SetToCurrentTime()
+}
+
+// decisionRedis is what the hot path needs from Redis: scripts for the limiters, GET and
+// EXPIRE for sessions.
+type decisionRedis interface {
+	ratelimit.Scripter
+	sessions.Redis
+}
+
+// decisionBackend returns the Redis the decisions use: a Batcher that coalesces concurrent
+// decisions' commands into pipelines, or the client itself when pipeline_slots is 0.
+func decisionBackend(r config.Redis, rc *redisconn.Client, m *metrics.Metrics) decisionRedis {
+	if r.PipelineSlots == 0 {
+		return rc.Redis()
+	}
+	return redisconn.NewBatcher(rc.Redis(), redisconn.BatchOptions{
+		Slots:    r.PipelineSlots,
+		MaxBatch: r.PipelineMax,
+		Observe:  func(n int) { m.RedisPipeline.Observe(float64(n)) },
+	})
 }
 
 func redisOptions(r config.Redis) redisconn.Options {

@@ -25,6 +25,11 @@ const (
 	// goroutines pile up behind a stuck Redis long after the proxy has given up on the call.
 	MaxRedisTimeout = 10 * time.Second
 
+	// DefaultPipelineSlots and DefaultPipelineMax tune how the Redis commands of concurrent
+	// decisions are coalesced into pipelines.
+	DefaultPipelineSlots = 4
+	DefaultPipelineMax   = 128
+
 	DefaultResponseHeaders = "draft-7"
 	DefaultRLSPrefix       = "rls:"
 	DefaultLogLevel        = "info"
@@ -96,6 +101,11 @@ type Redis struct {
 	MinIdleConns int `yaml:"min_idle_conns"`
 	// TLS applies to rediss:// URLs only.
 	TLS TLS `yaml:"tls"`
+	// PipelineSlots is how many pipelines of coalesced decision commands may be in flight at
+	// once; 0 turns coalescing off (every command is its own round trip).
+	PipelineSlots int `yaml:"pipeline_slots"`
+	// PipelineMax caps the commands in one pipeline.
+	PipelineMax int `yaml:"pipeline_max"`
 }
 
 // TLS configures the client side of a rediss:// connection. Files are paths read when the
@@ -150,8 +160,10 @@ func Default() *Config {
 			Admin: DefaultAdminAddr,
 		},
 		Redis: Redis{
-			Timeout:     Duration(DefaultRedisTimeout),
-			DialTimeout: Duration(DefaultRedisDialTimeout),
+			Timeout:       Duration(DefaultRedisTimeout),
+			DialTimeout:   Duration(DefaultRedisDialTimeout),
+			PipelineSlots: DefaultPipelineSlots,
+			PipelineMax:   DefaultPipelineMax,
 		},
 		ResponseHeaders: DefaultResponseHeaders,
 		RateLimit: RateLimit{

@@ -85,7 +85,7 @@ func TestParseGood(t *testing.T) {
 		Redis: Redis{
 			URL: "rediss://app:secret@redis.internal:6380/2", Username: "other", Password: "override",
 			Timeout: Duration(40 * time.Millisecond), DialTimeout: Duration(2 * time.Second),
-			PoolSize: 20, MinIdleConns: 2,
+			PoolSize: 20, MinIdleConns: 2, PipelineSlots: DefaultPipelineSlots, PipelineMax: DefaultPipelineMax,
 			TLS: TLS{CAFile: "/etc/ca.pem", CertFile: "/etc/client.pem", KeyFile: "/etc/client.key",
 				ServerName: "redis.internal", InsecureSkipVerify: true},
 		},

@@ -202,6 +202,12 @@ func (k *checker) redis() {
 	if r.PoolSize < 0 {
 		k.fail("redis.pool_size", r.PoolSize, "must be >= 0 (0 is go-redis's default), got %d", r.PoolSize)
 	}
+	if r.PipelineSlots < 0 {
+		k.fail("redis.pipeline_slots", r.PipelineSlots, "must be >= 0 (0 turns coalescing off), got %d", r.PipelineSlots)
+	}
+	if r.PipelineMax < 1 {
+		k.fail("redis.pipeline_max", r.PipelineMax, "must be >= 1, got %d", r.PipelineMax)
+	}
 	if r.MinIdleConns < 0 {
 		k.fail("redis.min_idle_conns", r.MinIdleConns, "must be >= 0, got %d", r.MinIdleConns)
 	}

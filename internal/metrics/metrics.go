@@ -35,6 +35,8 @@ type Metrics struct {
 	DecisionDuration *prometheus.HistogramVec
 	// RedisDuration observes Redis round trips in seconds by operation.
 	RedisDuration *prometheus.HistogramVec
+	// RedisPipeline observes how many decision commands each Redis round trip carried.
+	RedisPipeline prometheus.Histogram
 	// RedisErrors counts failed Redis calls by operation and reason (timeout, unavailable, reply).
 	RedisErrors *prometheus.CounterVec
 	// ConfigReloads counts configuration reloads by component and result (success, error).
@@ -80,6 +82,11 @@ func New() *Metrics {
 			Help:    "Redis round trips by operation.",
 			Buckets: latencyBuckets,
 		}, []string{"op"}),
+		RedisPipeline: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Subsystem: "redis", Name: "pipeline_commands",
+			Help:    "Decision commands coalesced into one Redis round trip.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
+		}),
 		RedisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: "redis", Name: "errors_total",
 			Help: "Failed Redis calls by operation and reason.",
@@ -106,7 +113,7 @@ func New() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.RLSRequests, m.RLSDescriptors, m.RLSDuration,
 		m.Decisions, m.DecisionDuration,
-		m.RedisDuration, m.RedisErrors,
+		m.RedisDuration, m.RedisErrors, m.RedisPipeline,
 		m.ConfigReloads, m.ConfigLastReload,
 		m.InFlight, m.Ready,
 	)

@@ -279,7 +279,7 @@ func TestGracefulShutdown(t *testing.T) {
 	cfg := writeFile(t, t.TempDir(), "extauthz.yaml", fmt.Sprintf(`
 redis: {url: %q}
 ratelimit: {config_dir: %q}
-shutdown: {drain: 700ms, grace: 5s}
+shutdown: {drain: 2s, grace: 5s}
 `, r.URL(), dir))
 	s := startSidecar(t, "--config", cfg)
 	s.waitReady()
@@ -306,10 +306,11 @@ shutdown: {drain: 700ms, grace: 5s}
 	}
 	time.Sleep(200 * time.Millisecond)
 	s.signal(syscall.SIGTERM)
-	time.Sleep(200 * time.Millisecond)
-	code, _ := s.get("/readyz")
+	// Callers keep going into the drain (which lasts 2s): the server must still answer them.
+	time.Sleep(150 * time.Millisecond)
 	close(stop)
 	wg.Wait()
+	code, _ := s.get("/readyz")
 	if code != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz during drain = %d, want 503", code)
 	}

@@ -1,0 +1,75 @@
+// A plain Express app with express-session + connect-redis (ioredis), configured the way such
+// apps usually are. The extauthz e2e tests log in here and then ask the sidecar about the very
+// cookie Express sent, so both sides of the interop are the real thing.
+//
+// Environment: PORT (listen port on 127.0.0.1), REDIS_URL, SECRETS (comma-separated, newest
+// first: the first signs, all verify). Prints "listening" once it accepts connections.
+"use strict";
+
+const express = require("express");
+const session = require("express-session");
+const { RedisStore } = require("connect-redis");
+const Redis = require("ioredis");
+
+const port = Number(process.env.PORT || 0);
+const redisURL = process.env.REDIS_URL || "redis://127.0.0.1:6379/0";
+const secrets = (process.env.SECRETS || "keyboard cat").split(",");
+
+const redis = new Redis(redisURL, { maxRetriesPerRequest: 2 });
+redis.on("error", (err) => console.error("redis:", err.message));
+
+const app = express();
+app.use(
+  session({
+    store: new RedisStore({ client: redis, prefix: "sess:" }),
+    secret: secrets,
+    name: "connect.sid",
+    resave: false,
+    saveUninitialized: false,
+    cookie: { maxAge: 3600000 },
+  }),
+);
+
+// POST /login?user=alice&role=admin: a new session (regenerated, as apps do against fixation)
+// holding the user, the role and a passport-shaped field for dotted-path mappings.
+app.post("/login", (req, res, next) => {
+  const user = String(req.query.user || "");
+  if (!user) return res.status(400).json({ error: "user is required" });
+  req.session.regenerate((err) => {
+    if (err) return next(err);
+    req.session.userId = user;
+    req.session.role = String(req.query.role || "user");
+    req.session.passport = { user: String(req.query.passport || "42") };
+    req.session.save((err) => {
+      if (err) return next(err);
+      res.json({ sid: req.sessionID, user });
+    });
+  });
+});
+
+// POST /logout: destroys the session in Redis.
+app.post("/logout", (req, res, next) => {
+  req.session.destroy((err) => {
+    if (err) return next(err);
+    res.clearCookie("connect.sid");
+    res.json({ ok: true });
+  });
+});
+
+// GET /whoami: the session as Express sees it.
+app.get("/whoami", (req, res) => {
+  if (!req.session.userId) return res.status(401).json({ error: "not logged in" });
+  res.json(req.session);
+});
+
+const server = app.listen(port, "127.0.0.1", () => {
+  console.log("listening", server.address().port);
+});
+
+function shutdown() {
+  server.close();
+  redis.disconnect();
+  process.exit(0);
+}
+process.on("SIGTERM", shutdown);
+process.on("SIGINT", shutdown);

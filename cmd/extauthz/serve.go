@@ -131,11 +131,12 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, log *zap.
 
 	backend := decisionBackend(cfg.Redis, rc, m)
 	svc := rls.NewService(ratelimit.NewFixedWindow(backend), nil, rls.Options{
-		Prefix:  cfg.RateLimit.Prefix,
-		Headers: format,
-		Timeout: rc.Timeout(),
-		Logger:  log.Named("rls"),
-		Metrics: m,
+		Prefix:             cfg.RateLimit.Prefix,
+		Headers:            format,
+		Timeout:            rc.Timeout(),
+		Logger:             log.Named("rls"),
+		Metrics:            m,
+		OverLimitCacheSize: cfg.RateLimit.OverLimitCacheSize,
 	})
 	var reloader *rls.Reloader
 	if dir := cfg.RateLimit.ConfigDir; dir != "" {

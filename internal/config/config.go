@@ -32,10 +32,12 @@ const (
 
 	DefaultResponseHeaders = "draft-7"
 	DefaultRLSPrefix       = "rls:"
-	DefaultLogLevel        = "info"
-	DefaultLogFormat       = "json"
-	DefaultShutdownGrace   = 10 * time.Second
-	DefaultShutdownDrain   = time.Duration(0)
+	// DefaultOverLimitCacheSize bounds the local over-limit cache (about 100 bytes an entry).
+	DefaultOverLimitCacheSize = 100000
+	DefaultLogLevel           = "info"
+	DefaultLogFormat          = "json"
+	DefaultShutdownGrace      = 10 * time.Second
+	DefaultShutdownDrain      = time.Duration(0)
 )
 
 // The environment variables ApplyEnv reads. They cover only what differs per deployment and
@@ -132,6 +134,9 @@ type RateLimit struct {
 	Prefix string `yaml:"prefix"`
 	// Watch reloads ConfigDir when it changes; SIGHUP reloads it either way.
 	Watch bool `yaml:"watch"`
+	// OverLimitCacheSize is how many counters already over their limit each replica
+	// remembers until their window ends, answering without Redis; 0 turns it off.
+	OverLimitCacheSize int `yaml:"over_limit_cache_size"`
 }
 
 // Log configures the process logger.
@@ -167,8 +172,9 @@ func Default() *Config {
 		},
 		ResponseHeaders: DefaultResponseHeaders,
 		RateLimit: RateLimit{
-			Prefix: DefaultRLSPrefix,
-			Watch:  true,
+			Prefix:             DefaultRLSPrefix,
+			Watch:              true,
+			OverLimitCacheSize: DefaultOverLimitCacheSize,
 		},
 		Log: Log{
 			Level:  DefaultLogLevel,

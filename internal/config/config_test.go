@@ -90,7 +90,7 @@ func TestParseGood(t *testing.T) {
 				ServerName: "redis.internal", InsecureSkipVerify: true},
 		},
 		ResponseHeaders: "legacy",
-		RateLimit:       RateLimit{ConfigDir: "/etc/rls.d", Prefix: "edge:", Watch: false},
+		RateLimit:       RateLimit{ConfigDir: "/etc/rls.d", Prefix: "edge:", Watch: false, OverLimitCacheSize: DefaultOverLimitCacheSize},
 		Log:             Log{Level: "debug", Format: "console"},
 		Shutdown:        Shutdown{Grace: Duration(time.Minute), Drain: Duration(5 * time.Second)},
 		Sessions:        defaultSessions(),

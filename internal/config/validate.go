@@ -293,6 +293,9 @@ func validDB(s string) bool {
 }
 
 func (k *checker) rateLimit() {
+	if n := k.c.RateLimit.OverLimitCacheSize; n < 0 {
+		k.fail("ratelimit.over_limit_cache_size", n, "must be >= 0 (0 turns the cache off), got %d", n)
+	}
 	p := k.c.RateLimit.Prefix
 	switch {
 	case p == "":

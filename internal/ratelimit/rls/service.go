@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +41,9 @@ type Options struct {
 	Logger *zap.Logger
 	// Metrics receives counters; nil means none.
 	Metrics *metrics.Metrics
+	// OverLimitCacheSize is how many counters already over their limit are remembered
+	// locally until their window ends; 0 turns the cache off.
+	OverLimitCacheSize int
 }
 
 // Service answers envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit with the
@@ -54,6 +58,7 @@ type Service struct {
 	timeout time.Duration
 	log     *zap.Logger
 	m       *metrics.Metrics
+	over    *overCache
 }
 
 // NewService returns a Service counting with counter and matching with cfg (nil: no domains).
@@ -74,6 +79,7 @@ func NewService(counter Counter, cfg *Config, opts Options) *Service {
 		timeout: opts.Timeout,
 		log:     opts.Logger,
 		m:       opts.Metrics,
+		over:    newOverCache(opts.OverLimitCacheSize),
 	}
 	if cfg == nil {
 		cfg, _ = Parse(nil)
@@ -96,6 +102,9 @@ type descriptorState struct {
 	// hit is the index into the hits slice, or -1 when the descriptor is not counted.
 	hit int
 	key string
+	// cachedReset is set when the local over-limit cache answered: the time left in the window.
+	cachedReset time.Duration
+	cached      bool
 }
 
 // ShouldRateLimit decides one request. Bad requests get InvalidArgument; a Redis failure gets
@@ -164,12 +173,19 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 	dropReplaced(states)
 
 	hits := make([]ratelimit.Hit, 0, len(descs))
+	localNow := time.Now()
 	for i := range states {
 		st := &states[i]
 		if st.limit == nil || st.limit.Unlimited {
 			continue
 		}
 		st.key = s.counterKey(domain, descs[i].GetEntries())
+		if !st.limit.ShadowMode {
+			if left, ok := s.over.over(cacheKey(st.key, st.limit.Window), localNow); ok {
+				st.cached, st.cachedReset = true, left
+				continue
+			}
+		}
 		st.hit = len(hits)
 		hits = append(hits, ratelimit.Hit{Key: st.key, Window: st.limit.Window, Hits: hitsFor(req, descs[i])})
 	}
@@ -205,6 +221,11 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 		Statuses:    make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(descs)),
 	}
 	var quotas []ratelimit.Quota
+	if res.Now.IsZero() {
+		// Nothing went to Redis (every counter was answered locally): the local clock is the
+		// only one there is, and only legacy headers' absolute reset time reads it.
+		res.Now = localNow
+	}
 	nowUnix := res.Now.Unix()
 	for i := range states {
 		st := &states[i]
@@ -217,17 +238,23 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 			st.code = "UNLIMITED"
 		default:
 			lim := st.limit
-			after := res.Counts[st.hit]
 			limit := uint64(lim.RequestsPerUnit)
+			var after uint64
+			var reset time.Duration
+			if st.cached {
+				after, reset = limit+1, st.cachedReset
+			} else {
+				after = res.Counts[st.hit]
+				windowEnd := time.Unix(nowUnix-nowUnix%lim.Window+lim.Window, 0)
+				reset = max(windowEnd.Sub(res.Now), 0)
+			}
 			over := after > limit
 			var remaining uint64
 			if !over {
 				remaining = limit - after
 			}
-			windowEnd := time.Unix(nowUnix-nowUnix%lim.Window+lim.Window, 0)
-			reset := windowEnd.Sub(res.Now)
-			if reset < 0 {
-				reset = 0
+			if over && !st.cached && !lim.ShadowMode {
+				s.over.add(cacheKey(st.key, lim.Window), localNow.Add(reset), localNow)
 			}
 			ds.CurrentLimit = &rlsv3.RateLimitResponse_RateLimit{
 				Name:            lim.Name,
@@ -242,6 +269,9 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 					st.code = "SHADOW_OVER_LIMIT"
 				} else {
 					st.code = "OVER_LIMIT"
+					if st.cached {
+						st.code = "OVER_LIMIT_CACHED"
+					}
 					ds.Code = rlsv3.RateLimitResponse_OVER_LIMIT
 					resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
 				}
@@ -274,6 +304,12 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 		}
 	}
 	return resp, domainLabel, nil
+}
+
+// cacheKey names a counter in one window size: the same descriptor under an override with
+// another unit is another counter.
+func cacheKey(key string, window int64) string {
+	return key + ":" + strconv.FormatInt(window, 10)
 }
 
 // overrideLimit builds the limit a request asks for with its own `limit` field; it replaces

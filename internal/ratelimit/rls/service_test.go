@@ -359,3 +359,53 @@ func TestHeaderDrafts(t *testing.T) {
 		})
 	}
 }
+
+func TestOverLimitCacheSkipsRedis(t *testing.T) {
+	r := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	cfg, err := rls.Parse([]rls.File{{Name: "edge.yaml", Data: []byte(testConfig)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := rls.NewService(ratelimit.NewFixedWindow(rdb), cfg, rls.Options{Timeout: time.Second, Headers: ratelimit.FormatDraft7, OverLimitCacheSize: 100})
+	call := func(v string) *rlsv3.RateLimitResponse {
+		t.Helper()
+		resp, err := svc.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: "edge", Descriptors: []*ratelimitv3.RateLimitDescriptor{desc("user", v)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	for i := 0; i < 4; i++ {
+		call("hammer")
+	}
+	count := func() string {
+		keys, _ := rdb.Keys(context.Background(), "*hammer*").Result()
+		if len(keys) != 1 {
+			t.Fatalf("keys = %v", keys)
+		}
+		v, _ := rdb.Get(context.Background(), keys[0]).Result()
+		return v
+	}
+	if got := count(); got != "4" {
+		t.Fatalf("count after 4 calls = %s", got)
+	}
+	// From now on the local cache answers: OVER_LIMIT with every field, and Redis is not asked.
+	r.Stop()
+	resp := call("hammer")
+	st := resp.Statuses[0]
+	if resp.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT || st.LimitRemaining != 0 || st.CurrentLimit.GetRequestsPerUnit() != 3 {
+		t.Fatalf("cached answer = %v", resp)
+	}
+	if d := st.DurationUntilReset.AsDuration(); d <= 0 || d > time.Minute {
+		t.Fatalf("cached reset = %v", d)
+	}
+	if h := headerMap(resp); h["Retry-After"] == "" || !strings.HasPrefix(h["RateLimit"], "limit=3, remaining=0, reset=") {
+		t.Fatalf("cached headers = %v", h)
+	}
+	// Another value is not over: it needs Redis, which is down.
+	if _, err := svc.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: "edge", Descriptors: []*ratelimitv3.RateLimitDescriptor{desc("user", "fresh")}}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("uncached value with Redis down: %v", err)
+	}
+}

@@ -149,7 +149,10 @@ func TestHotReloadUnderLoad(t *testing.T) {
 	r := redistest.Start(t)
 	dir := t.TempDir()
 	writeFile(t, dir, "mesh.yaml", perMinute100)
-	s := startSidecar(t, "--redis-url", r.URL(), "--rls-config-dir", dir)
+	// The test is about reloads, not deadlines: a loaded CI machine must not fail it with a
+	// slow Redis call.
+	cfg := writeFile(t, t.TempDir(), "extauthz.yaml", fmt.Sprintf("redis: {url: %q, timeout: 2s}\nratelimit: {config_dir: %q}\n", r.URL(), dir))
+	s := startSidecar(t, "--config", cfg)
 	s.waitReady()
 	c := s.dial()
 
@@ -277,7 +280,7 @@ func TestGracefulShutdown(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, dir, "mesh.yaml", perMinute100)
 	cfg := writeFile(t, t.TempDir(), "extauthz.yaml", fmt.Sprintf(`
-redis: {url: %q}
+redis: {url: %q, timeout: 2s}
 ratelimit: {config_dir: %q}
 shutdown: {drain: 2s, grace: 5s}
 `, r.URL(), dir))

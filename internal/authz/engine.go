@@ -331,11 +331,16 @@ func (e *Engine) limit(ctx context.Context, st *engineState, p *policy, limits [
 	reqs := make([]ratelimit.Request, 0, len(limits))
 	names := make([]string, 0, len(limits))
 	for _, l := range limits {
-		subject, ok := subjectFor(l, id, r)
+		subject, raw, ok := subjectFor(l, id, r)
 		if !ok {
 			continue // e.g. by header:NAME and the request has no such header
 		}
-		reqs = append(reqs, ratelimit.Request{Key: limitKey(st.limitPrefix, p.name, l.name, subject), Limit: l.value, Cost: 1})
+		key := limitKey(st.limitPrefix, p.name, l.name, subject)
+		if l.shared != "" {
+			// rate-limit-redis's own layout, so Express apps count on the same key.
+			key = l.shared + raw
+		}
+		reqs = append(reqs, ratelimit.Request{Key: key, Limit: l.value, Cost: 1})
 		names = append(names, l.name)
 	}
 	if len(reqs) == 0 {
@@ -378,30 +383,32 @@ func (e *Engine) limit(ctx context.Context, st *engineState, p *policy, limits [
 	return over, ratelimit.AppendHeaders(nil, e.opts.Headers, quotas, now), nil
 }
 
-// subjectFor names whom a limit counts. A principal limit falls back to the client address
-// for anonymous requests, so open routes are still limited per client.
-func subjectFor(l limit, id identity, r *Request) (string, bool) {
+// subjectFor names whom a limit counts: subject is kind-qualified for our own keys, raw is the
+// bare value (what an Express app's keyGenerator would give) for shared keys. A principal
+// limit falls back to the client address for anonymous requests, so open routes are still
+// limited per client.
+func subjectFor(l limit, id identity, r *Request) (subject, raw string, ok bool) {
 	switch l.by {
 	case "principal":
 		if id.kind != KindNone && id.principal != "" {
-			return id.kind + ":" + id.principal, true
+			return id.kind + ":" + id.principal, id.principal, true
 		}
-		return "ip:" + r.RemoteIP, r.RemoteIP != ""
+		return "ip:" + r.RemoteIP, r.RemoteIP, r.RemoteIP != ""
 	case "ip":
-		return "ip:" + r.RemoteIP, r.RemoteIP != ""
+		return "ip:" + r.RemoteIP, r.RemoteIP, r.RemoteIP != ""
 	case "apikey":
 		if id.kind == KindAPIKey {
-			return "apikey:" + id.principal, true
+			return "apikey:" + id.principal, id.principal, true
 		}
-		return "", false
+		return "", "", false
 	case "header":
 		v, ok := r.Headers[l.header]
 		if !ok || v == "" {
-			return "", false
+			return "", "", false
 		}
-		return "header:" + v, true
+		return "header:" + v, v, true
 	}
-	return "", false
+	return "", "", false
 }
 
 // maxSubjectLen is the longest subject kept readable in a key; longer ones (header values)

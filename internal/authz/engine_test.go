@@ -285,3 +285,42 @@ func TestLimitKeysCannotCollideOrMoveSlot(t *testing.T) {
 		t.Fatalf("long subject not hashed: %d bytes", len(long))
 	}
 }
+
+// A limit with shared_prefix counts on rate-limit-redis's own key, so an Express app running
+// express-rate-limit + rate-limit-redis and the sidecar share one counter during a migration.
+func TestSharedPrefixCountsWithRateLimitRedis(t *testing.T) {
+	r := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	cfg, err := config.Parse("t.yaml", []byte(`
+policies:
+  - name: legacy
+    auth: none
+    limits: [{by: ip, requests: 3, window: 1m, shared_prefix: "rl:"}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(cfg, Options{Limiter: ratelimit.NewLimiter(rdb), Timeout: time.Second, Headers: ratelimit.FormatDraft7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// The Express app has counted two hits for this client, as rate-limit-redis stores them.
+	if err := rdb.Set(ctx, "rl:192.0.2.7", 2, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	d := e.Decide(ctx, req("GET", "/anything"))
+	if !d.Allow {
+		t.Fatalf("third hit denied: %+v", d)
+	}
+	if v, _ := header(d.ResponseHeaders, "RateLimit"); !strings.HasPrefix(v, "limit=3, remaining=0, reset=") {
+		t.Fatalf("RateLimit = %q", v)
+	}
+	if d := e.Decide(ctx, req("GET", "/anything")); d.Status != 429 {
+		t.Fatalf("fourth hit: %+v", d)
+	}
+	if n, err := rdb.Get(ctx, "rl:192.0.2.7").Int(); err != nil || n != 4 {
+		t.Fatalf("shared counter = %d %v, want 4 (rate-limit-redis counts denied hits too)", n, err)
+	}
+}

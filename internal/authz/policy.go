@@ -43,6 +43,8 @@ type limit struct {
 	by     string // principal, ip, apikey, header
 	header string // for by header:NAME
 	value  ratelimit.Limit
+	// shared is rate-limit-redis's key prefix when the counter is shared with Express apps.
+	shared string
 }
 
 func compilePolicies(ps []config.Policy) ([]*policy, map[string]*policy, error) {
@@ -93,9 +95,10 @@ func compileLimits(policyName, tier string, ls []config.Limit) ([]limit, error) 
 			}
 		}
 		cl := limit{
-			name:  name,
-			by:    l.By,
-			value: ratelimit.Limit{Requests: l.Requests, Window: time.Duration(l.Window), Algorithm: algo, Burst: l.Burst},
+			name:   name,
+			by:     l.By,
+			value:  ratelimit.Limit{Requests: l.Requests, Window: time.Duration(l.Window), Algorithm: algo, Burst: l.Burst},
+			shared: l.SharedPrefix,
 		}
 		if h, ok := strings.CutPrefix(l.By, "header:"); ok {
 			cl.by, cl.header = "header", h

@@ -115,6 +115,11 @@ type Limit struct {
 	Algorithm string   `yaml:"algorithm"`
 	// Burst is GCRA's burst; 0 means Requests.
 	Burst int64 `yaml:"burst"`
+	// SharedPrefix, with the fixed algorithm, keys the counter exactly as rate-limit-redis
+	// does: SharedPrefix + the subject's value (the client address for by: ip). An Express app
+	// running express-rate-limit + rate-limit-redis with the same prefix and key then shares
+	// the counter with the sidecar during a migration.
+	SharedPrefix string `yaml:"shared_prefix"`
 }
 
 // Failure is a policy's behaviour when Redis fails.

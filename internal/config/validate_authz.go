@@ -149,6 +149,9 @@ func (k *checker) limits(base, auth string, ls []Limit) {
 			k.fail(p+".window", l.Window, "must be a whole number of milliseconds, got %s", l.Window)
 		}
 		k.oneOf(p+".algorithm", l.Algorithm, limitAlgos)
+		if l.SharedPrefix != "" && l.Algorithm != "fixed" {
+			k.fail(p+".shared_prefix", l.SharedPrefix, "shared_prefix shares rate-limit-redis's fixed window: algorithm must be fixed")
+		}
 		if l.Burst < 0 || (l.Burst > 0 && l.Algorithm != "gcra") {
 			k.fail(p+".burst", l.Burst, "burst is a gcra setting and must be >= 0")
 		}

@@ -18,11 +18,13 @@ import (
 // keys always (a key must still be issued before it resolves), and the policy limiter.
 func buildEngine(cfg *config.Config, rc *redisconn.Client, backend decisionRedis, format ratelimit.Format, log *zap.Logger, m *metrics.Metrics) (*authz.Engine, error) {
 	opts := authz.Options{
-		Limiter: ratelimit.NewLimiter(backend),
-		Timeout: rc.Timeout(),
-		Headers: format,
-		Logger:  log.Named("authz"),
-		Metrics: m,
+		Limiter:         ratelimit.NewLimiter(backend),
+		Timeout:         rc.Timeout(),
+		Headers:         format,
+		Logger:          log.Named("authz"),
+		Metrics:         m,
+		DecisionSample:  cfg.Log.DecisionSample,
+		DecisionDenials: cfg.Log.DecisionDenials,
 	}
 	if cfg.Sessions.Enabled() {
 		sopts := sessions.Options{

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"math/rand/v2"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -106,6 +107,10 @@ type Options struct {
 	Headers ratelimit.Format
 	Logger  *zap.Logger
 	Metrics *metrics.Metrics
+	// DecisionSample is the share of allowed decisions logged (0 = none, 1 = all).
+	DecisionSample float64
+	// DecisionDenials logs every denial and failed decision.
+	DecisionDenials bool
 }
 
 // Engine decides requests. Its policies are an immutable snapshot swapped whole on reload.
@@ -184,7 +189,38 @@ func (e *Engine) Decide(ctx context.Context, r *Request) Decision {
 		m.Decisions.WithLabelValues(policy, result, d.Reason).Inc()
 		m.DecisionDuration.WithLabelValues(result).Observe(time.Since(start).Seconds())
 	}
+	e.logDecision(d, time.Since(start))
 	return d
+}
+
+// logDecision writes the decision log: every denial and error when DecisionDenials is set, a
+// DecisionSample share of the allowed decisions. It names the policy, the kind of principal,
+// the verdict and the latency, never a principal, key, cookie or address.
+func (e *Engine) logDecision(d Decision, took time.Duration) {
+	switch {
+	case !d.Allow || d.Err != nil:
+		if !e.opts.DecisionDenials {
+			return
+		}
+	case e.opts.DecisionSample <= 0:
+		return
+	case e.opts.DecisionSample < 1 && rand.Float64() >= e.opts.DecisionSample:
+		return
+	}
+	verdict := "allow"
+	switch {
+	case d.Err != nil:
+		verdict = "error"
+	case !d.Allow:
+		verdict = "deny"
+	}
+	e.log.Info("decision",
+		zap.String("policy", d.Policy),
+		zap.String("kind", d.Kind),
+		zap.String("verdict", verdict),
+		zap.Int("status", d.Status),
+		zap.String("reason", d.Reason),
+		zap.Duration("latency", took))
 }
 
 func (e *Engine) decide(ctx context.Context, r *Request) Decision {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/extauthz/extauthz/internal/apikeys"
 	"github.com/extauthz/extauthz/internal/config"
@@ -322,5 +324,42 @@ policies:
 	}
 	if n, err := rdb.Get(ctx, "rl:192.0.2.7").Int(); err != nil || n != 4 {
 		t.Fatalf("shared counter = %d %v, want 4 (rate-limit-redis counts denied hits too)", n, err)
+	}
+}
+
+func TestDecisionLogHasNoSecrets(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	cfg, err := config.Parse("t.yaml", []byte(engineConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(cfg, Options{
+		Sessions:        fakeSessions{table: map[string]*sessions.Session{"alice": {ID: "a", Subject: "alice"}}},
+		Keys:            fakeKeys{},
+		Limiter:         nopLimiter{},
+		Logger:          zap.New(core),
+		DecisionSample:  1,
+		DecisionDenials: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	e.Decide(ctx, req("GET", "/admin/x", "cookie", "sid=secret-cookie-value"))
+	e.Decide(ctx, req("GET", "/healthz"))
+	entries := logs.FilterMessage("decision").All()
+	if len(entries) != 2 {
+		t.Fatalf("%d decision log lines, want 2 (a denial and a sampled allow)", len(entries))
+	}
+	deny := entries[0].ContextMap()
+	if deny["verdict"] != "deny" || deny["policy"] != "admin" || deny["status"] != int64(401) {
+		t.Fatalf("denial line = %v", deny)
+	}
+	for _, en := range entries {
+		for k, v := range en.ContextMap() {
+			if s, ok := v.(string); ok && (strings.Contains(s, "secret-cookie-value") || strings.Contains(s, "192.0.2.7")) {
+				t.Fatalf("decision log field %s leaks %q", k, s)
+			}
+		}
 	}
 }

@@ -145,6 +145,11 @@ type Log struct {
 	Level string `yaml:"level"`
 	// Format is json or console.
 	Format string `yaml:"format"`
+	// DecisionSample is the share of allowed ext_authz decisions logged (0 to 1; 0 = none).
+	DecisionSample float64 `yaml:"decision_sample"`
+	// DecisionDenials logs every denial and failed decision (the logger's own sampling still
+	// caps a flood).
+	DecisionDenials bool `yaml:"decision_denials"`
 }
 
 // Shutdown configures what happens on SIGTERM.
@@ -177,8 +182,9 @@ func Default() *Config {
 			OverLimitCacheSize: DefaultOverLimitCacheSize,
 		},
 		Log: Log{
-			Level:  DefaultLogLevel,
-			Format: DefaultLogFormat,
+			Level:           DefaultLogLevel,
+			Format:          DefaultLogFormat,
+			DecisionDenials: true,
 		},
 		Shutdown: Shutdown{
 			Grace: Duration(DefaultShutdownGrace),

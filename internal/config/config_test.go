@@ -91,7 +91,7 @@ func TestParseGood(t *testing.T) {
 		},
 		ResponseHeaders: "legacy",
 		RateLimit:       RateLimit{ConfigDir: "/etc/rls.d", Prefix: "edge:", Watch: false, OverLimitCacheSize: DefaultOverLimitCacheSize},
-		Log:             Log{Level: "debug", Format: "console"},
+		Log:             Log{Level: "debug", Format: "console", DecisionDenials: true},
 		Shutdown:        Shutdown{Grace: Duration(time.Minute), Drain: Duration(5 * time.Second)},
 		Sessions:        defaultSessions(),
 		APIKeys:         defaultAPIKeysSection(),
@@ -132,7 +132,7 @@ func TestParseGood(t *testing.T) {
 		{"anchor and merge key", "listen: &l {grpc: ':7001', http: ':7002'}\nlog:\n  <<: {level: debug, format: console}\n  format: json\n",
 			withDefaults(func(c *Config) {
 				c.Listen.GRPC, c.Listen.HTTP = ":7001", ":7002"
-				c.Log = Log{Level: "debug", Format: "json"}
+				c.Log = Log{Level: "debug", Format: "json", DecisionDenials: true}
 			})},
 	}
 	for _, tt := range tests {

@@ -32,6 +32,9 @@ func (c *Config) check() []*FieldError {
 	k.rateLimit()
 	k.oneOf("log.level", c.Log.Level, logLevels)
 	k.oneOf("log.format", c.Log.Format, logFormats)
+	if d := c.Log.DecisionSample; d < 0 || d > 1 {
+		k.fail("log.decision_sample", d, "must be from 0 to 1, got %v", d)
+	}
 	k.nonNegative("shutdown.grace", c.Shutdown.Grace)
 	k.nonNegative("shutdown.drain", c.Shutdown.Drain)
 	k.sessions()

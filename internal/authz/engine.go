@@ -307,8 +307,9 @@ func (st *engineState) find(r *Request) *policy {
 	if r.Policy != "" {
 		return st.byName[r.Policy]
 	}
+	path := normalizePath(r.Path)
 	for _, p := range st.list {
-		if p.matches(r.Method, r.Host, r.Path) {
+		if p.matches(r.Method, r.Host, path) {
 			return p
 		}
 	}

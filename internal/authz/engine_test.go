@@ -363,3 +363,50 @@ func TestDecisionLogHasNoSecrets(t *testing.T) {
 		}
 	}
 }
+
+func TestNormalizePath(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                 "/",
+		"/api/x":           "/api/x",
+		"/%61pi/x":         "/api/x",
+		"/%2Fapi":          "/%2Fapi", // an encoded slash is not a separator
+		"//api//x":         "/api/x",
+		"/public/../api/x": "/api/x",
+		"/./api/./x/":      "/api/x/",
+		"/../../etc":       "/etc",
+		"/api/x/..":        "/api/",
+		"/a%7Eb":           "/a~b",
+		"/a%zzb":           "/a%zzb",
+	} {
+		if got := normalizePath(in); got != want {
+			t.Errorf("normalizePath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// Spellings of a protected path that a server behind the proxy resolves to the same handler
+// must meet the same policy, not a catch-all.
+func TestPathSpellingsCannotEscapeAPolicy(t *testing.T) {
+	cfg, err := config.Parse("t.yaml", []byte(`
+sessions: {secrets: [s]}
+policies:
+  - {name: admin, match: {path_prefix: /admin/}, auth: session}
+  - {name: exact, match: {path_prefix: /Exact/, case_sensitive: true}, auth: session}
+  - {name: public, auth: none}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(cfg, Options{Sessions: fakeSessions{}, Keys: fakeKeys{}, Limiter: nopLimiter{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/admin/x", "/ADMIN/x", "/Admin/x", "/%61dmin/x", "//admin/x", "/public/../admin/x", "/./admin/x"} {
+		if d := e.Decide(context.Background(), req("GET", p)); d.Policy != "admin" || d.Status != 401 {
+			t.Errorf("%s: policy %q status %d, want admin 401", p, d.Policy, d.Status)
+		}
+	}
+	if d := e.Decide(context.Background(), req("GET", "/exact/x")); d.Policy != "public" {
+		t.Errorf("case_sensitive prefix matched another case: %q", d.Policy)
+	}
+}

@@ -22,6 +22,9 @@ const (
 
 	// StatusHeader carries the real decision status on every answer.
 	StatusHeader = "X-Extauthz-Status"
+	// envoyRemoveHeader tells Envoy's http_service which upstream request headers to strip:
+	// identity headers this decision does not set and the API key's header.
+	envoyRemoveHeader = "X-Envoy-Auth-Headers-To-Remove"
 )
 
 // HTTPHandler serves the three endpoints.
@@ -78,6 +81,9 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		for _, hd := range d.ResponseHeaders {
 			out.Set(hd.Name, hd.Value)
+		}
+		if mode == "envoy" && len(d.RemoveHeaders) > 0 {
+			out.Set(envoyRemoveHeader, strings.Join(d.RemoveHeaders, ","))
 		}
 		out.Set(StatusHeader, "200")
 		w.WriteHeader(http.StatusOK)

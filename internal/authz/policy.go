@@ -24,17 +24,18 @@ const (
 
 // policy is a config.Policy compiled for matching and limiting.
 type policy struct {
-	name       string
-	pathPrefix string
-	methods    []string
-	host       string
-	auth       string
-	roles      []string
-	scopes     []string
-	limits     []limit
-	tiers      map[string][]limit
-	authOpen   bool // failure.auth == open
-	limitsOpen bool // failure.limits == open
+	name          string
+	pathPrefix    string
+	caseSensitive bool
+	methods       []string
+	host          string
+	auth          string
+	roles         []string
+	scopes        []string
+	limits        []limit
+	tiers         map[string][]limit
+	authOpen      bool // failure.auth == open
+	limitsOpen    bool // failure.limits == open
 }
 
 // limit is one compiled limit.
@@ -52,15 +53,16 @@ func compilePolicies(ps []config.Policy) ([]*policy, map[string]*policy, error) 
 	byName := make(map[string]*policy, len(ps))
 	for _, p := range ps {
 		cp := &policy{
-			name:       p.Name,
-			pathPrefix: p.Match.PathPrefix,
-			methods:    p.Match.Methods,
-			host:       strings.ToLower(p.Match.Host),
-			auth:       p.Auth,
-			roles:      p.Roles,
-			scopes:     p.Scopes,
-			authOpen:   p.Failure.Auth == "open",
-			limitsOpen: p.Failure.Limits == "open",
+			name:          p.Name,
+			pathPrefix:    p.Match.PathPrefix,
+			caseSensitive: p.Match.CaseSensitive,
+			methods:       p.Match.Methods,
+			host:          strings.ToLower(p.Match.Host),
+			auth:          p.Auth,
+			roles:         p.Roles,
+			scopes:        p.Scopes,
+			authOpen:      p.Failure.Auth == "open",
+			limitsOpen:    p.Failure.Limits == "open",
 		}
 		var err error
 		if cp.limits, err = compileLimits(p.Name, "", p.Limits); err != nil {
@@ -108,10 +110,20 @@ func compileLimits(policyName, tier string, ls []config.Limit) ([]limit, error) 
 	return out, nil
 }
 
-// matches reports whether p's match block fits the request.
+// matches reports whether p's match block fits the request. path is already normalized.
 func (p *policy) matches(method, host, path string) bool {
-	if p.pathPrefix != "" && !strings.HasPrefix(path, p.pathPrefix) {
-		return false
+	if p.pathPrefix != "" {
+		if len(path) < len(p.pathPrefix) {
+			return false
+		}
+		head := path[:len(p.pathPrefix)]
+		if p.caseSensitive {
+			if head != p.pathPrefix {
+				return false
+			}
+		} else if !strings.EqualFold(head, p.pathPrefix) {
+			return false
+		}
 	}
 	if p.host != "" && !hostEqual(p.host, host) {
 		return false
@@ -137,4 +149,72 @@ func hostEqual(want, got string) bool {
 		got = got[:i]
 	}
 	return strings.EqualFold(want, got)
+}
+
+// normalizePath makes equivalent spellings of a path match the same policy: percent-encoded
+// unreserved characters are decoded, empty segments ("//") are merged and "." and ".."
+// segments are resolved, as RFC 3986 and Envoy's normalize_path and merge_slashes do. Without
+// it "/%61pi/x", "//api/x" or "/public/../api/x" could escape an /api/ policy while a server
+// behind the proxy still resolves them to /api/x. The common path needs no work and no
+// allocation.
+func normalizePath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if !strings.Contains(p, "%") && !strings.Contains(p, "//") && !strings.Contains(p, "/.") {
+		return p
+	}
+	var b strings.Builder
+	b.Grow(len(p))
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if c == '%' && i+2 < len(p) {
+			if d, ok := unhex2(p[i+1], p[i+2]); ok && unreserved(d) {
+				b.WriteByte(d)
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(c)
+	}
+	segs := strings.Split(b.String(), "/")
+	out := make([]string, 0, len(segs))
+	for _, s := range segs {
+		switch s {
+		case "", ".":
+		case "..":
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+		default:
+			out = append(out, s)
+		}
+	}
+	res := "/" + strings.Join(out, "/")
+	if last := segs[len(segs)-1]; (last == "" || last == "." || last == "..") && res != "/" {
+		res += "/"
+	}
+	return res
+}
+
+func unhex2(a, b byte) (byte, bool) {
+	h, ok1 := unhex(a)
+	l, ok2 := unhex(b)
+	return h<<4 | l, ok1 && ok2
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+func unreserved(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
 }

@@ -177,6 +177,11 @@ func TestHTTPModes(t *testing.T) {
 	if resp := do("GET", "/envoy/admin/x", map[string]string{"Cookie": "sid=alice"}); resp.StatusCode != 200 || resp.Header.Get("X-User-Id") != "alice" {
 		t.Fatalf("envoy allow: %d %v", resp.StatusCode, resp.Header)
 	}
+	// On an open route the identity headers a client might send are listed for Envoy to strip.
+	if resp := do("GET", "/envoy/healthz", map[string]string{"X-User-Id": "forged"}); resp.StatusCode != 200 ||
+		!strings.Contains(resp.Header.Get("X-Envoy-Auth-Headers-To-Remove"), "x-user-id") {
+		t.Fatalf("envoy open route: %d %v", resp.StatusCode, resp.Header)
+	}
 	if resp := do("GET", "/envoy/admin/x", nil); resp.StatusCode != 401 {
 		t.Fatalf("envoy deny: %d", resp.StatusCode)
 	}

@@ -102,6 +102,10 @@ type Match struct {
 	PathPrefix string   `yaml:"path_prefix"`
 	Methods    []string `yaml:"methods"`
 	Host       string   `yaml:"host"`
+	// CaseSensitive compares path_prefix case-sensitively. By default it ignores case, as
+	// Express routes do: a case-sensitive prefix would let /API/ slip past an /api/ policy
+	// into a catch-all while Express still serves it from its /api/ handler.
+	CaseSensitive bool `yaml:"case_sensitive"`
 }
 
 // Limit is one rate limit of a policy.

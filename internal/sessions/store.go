@@ -92,8 +92,12 @@ type Store struct {
 	rdb   Redis
 	cfg   config
 	touch *touchMemory // nil when touching is off
+	memo  *memo
 	now   func() time.Time
 }
+
+// memoSize bounds each generation of parsed sessions kept (about 1 KiB an entry).
+const memoSize = 1 << 14
 
 // New validates opts and returns a Store that reads sessions from rdb. It reports every
 // problem with opts at once.
@@ -105,7 +109,7 @@ func New(rdb Redis, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{rdb: rdb, cfg: cfg, now: time.Now}
+	s := &Store{rdb: rdb, cfg: cfg, now: time.Now, memo: newMemo(memoSize)}
 	if cfg.touchTTL > 0 {
 		s.touch = newTouchMemory(cfg.touchEvery, s.now())
 	}
@@ -125,7 +129,8 @@ func (s *Store) String() string {
 // GoString is String, so that %#v does not print the secrets either.
 func (s *Store) GoString() string { return s.String() }
 
-// Resolve finds the session named by the request's Cookie header.
+// Resolve finds the session named by the request's Cookie header. The Session returned may be
+// shared with other calls for the same session: callers must not modify it.
 //
 // It returns an error wrapping ErrNoSession for any client-side problem, and then makes no
 // Redis call unless the cookie's signature verified. Corrupt data in Redis wraps ErrCorrupt,
@@ -165,14 +170,18 @@ func (s *Store) Resolve(ctx context.Context, cookieHeader string) (*Session, err
 	if len(data) > MaxSessionBytes {
 		return nil, errTooLarge
 	}
-	obj, ok := parseSession(data)
+	sess, sec, ok := s.memo.get(sid, data)
 	if !ok {
-		return nil, errNotJSON
+		obj, ok := parseSession(data)
+		if !ok {
+			return nil, errNotJSON
+		}
+		sess, sec = s.session(sid, obj), touchSeconds(obj)
+		s.memo.put(sid, data, sess, sec)
 	}
-	sess := s.session(sid, obj)
 	if s.touch != nil && s.touch.claim(sid, s.now()) {
 		ttl := s.cfg.touchTTL
-		if sec := touchSeconds(obj); sec > 0 {
+		if sec > 0 {
 			ttl = time.Duration(sec) * time.Second
 		}
 		// A failed touch leaves the session as valid as it was; the next interval retries.

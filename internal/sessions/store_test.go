@@ -391,3 +391,41 @@ func testConcurrent(t *testing.T, b *backend) {
 	}
 	wg.Wait()
 }
+
+// The parsed-session memo saves CPU only: a changed or deleted session is seen at once.
+func TestMemoNeverHidesAChange(t *testing.T) {
+	r := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	s, err := New(rdb, Options{Secrets: []string{"k"}, Subject: "userId", Roles: "role"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cookie := "connect.sid=" + url.QueryEscape(Sign("memo-sid", "k"))
+	set := func(v string) {
+		if err := rdb.Set(ctx, "sess:memo-sid", v, time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set(`{"cookie":{},"userId":"u1","role":"user"}`)
+	a, err := s.Resolve(ctx, cookie)
+	if err != nil || a.Subject != "u1" {
+		t.Fatalf("first resolve: %v %v", a, err)
+	}
+	b, err := s.Resolve(ctx, cookie)
+	if err != nil || b != a {
+		t.Fatalf("unchanged session was parsed again (or failed): %v", err)
+	}
+	set(`{"cookie":{},"userId":"u1","role":"admin"}`)
+	c, err := s.Resolve(ctx, cookie)
+	if err != nil || len(c.Roles) != 1 || c.Roles[0] != "admin" {
+		t.Fatalf("changed session not seen: %+v %v", c, err)
+	}
+	if err := rdb.Del(ctx, "sess:memo-sid").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Resolve(ctx, cookie); !errors.Is(err, ErrNoSession) {
+		t.Fatalf("deleted session still resolves: %v", err)
+	}
+}

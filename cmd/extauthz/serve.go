@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"reflect"
 	"syscall"
 	"time"
 
@@ -188,7 +189,7 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, log *zap.
 			case <-ctx.Done():
 				return
 			case <-hup:
-				reloadPolicies(configPath, engine, log, m)
+				reloadPolicies(configPath, cfg, engine, log, m)
 				if reloader == nil {
 					continue
 				}
@@ -207,15 +208,20 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, log *zap.
 	return srv.Run(ctx)
 }
 
-// reloadPolicies re-reads the config file on SIGHUP and swaps in its policies when the whole
-// file is valid. Listeners, Redis and session settings need a restart; a bad file keeps the
-// running policies.
-func reloadPolicies(path string, engine *authz.Engine, log *zap.Logger, m *metrics.Metrics) {
+// reloadPolicies re-reads the config file on SIGHUP and swaps in its policies and limits when
+// the whole file is valid. Listeners, Redis, sessions and API key settings need a restart: the
+// running ones are kept (a changed sessions.headers would otherwise be stripped but never set),
+// and a change to them is logged. A bad file keeps the running policies.
+func reloadPolicies(path string, running *config.Config, engine *authz.Engine, log *zap.Logger, m *metrics.Metrics) {
 	if path == "" {
 		return
 	}
 	cfg, err := config.Load(path)
 	if err == nil {
+		if !reflect.DeepEqual(cfg.Sessions, running.Sessions) || !reflect.DeepEqual(cfg.APIKeys, running.APIKeys) {
+			log.Warn("SIGHUP: sessions and apikeys changes need a restart; keeping the running ones", zap.String("file", path))
+		}
+		cfg.Sessions, cfg.APIKeys = running.Sessions, running.APIKeys
 		err = engine.Load(cfg)
 	}
 	if err != nil {

@@ -410,3 +410,35 @@ policies:
 		t.Errorf("case_sensitive prefix matched another case: %q", d.Policy)
 	}
 }
+
+// validatingKeys is fakeKeys that can tell a well-formed key without I/O, as apikeys.Store can.
+type validatingKeys struct{ fakeKeys }
+
+func (validatingKeys) Valid(key string) bool { return strings.HasPrefix(key, "k-") }
+
+// Under auth: any, an Authorization bearer token that is not one of our keys (an app's own JWT)
+// does not hide the session.
+func TestForeignBearerFallsBackToSession(t *testing.T) {
+	cfg, err := config.Parse("t.yaml", []byte(engineConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(cfg, Options{
+		Sessions: fakeSessions{table: map[string]*sessions.Session{"bob": {ID: "b", Subject: "bob"}}},
+		Keys:     validatingKeys{fakeKeys{table: map[string]apikeys.Record{"k-basic": {ID: "k_basic", Scopes: []string{"read"}}}}},
+		Limiter:  nopLimiter{},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	d := e.Decide(ctx, req("GET", "/api/x", "authorization", "Bearer eyJhbGciOi.jwt.sig", "cookie", "sid=bob"))
+	if !d.Allow || d.Kind != KindSession || d.Principal != "bob" {
+		t.Fatalf("foreign bearer + session: %+v", d)
+	}
+	// One of our keys still wins over the session.
+	d = e.Decide(ctx, req("GET", "/api/x", "authorization", "Bearer k-basic", "cookie", "sid=bob"))
+	if !d.Allow || d.Kind != KindAPIKey {
+		t.Fatalf("our key + session: %+v", d)
+	}
+}

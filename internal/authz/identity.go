@@ -65,9 +65,11 @@ func (e *Engine) identify(ctx context.Context, st *engineState, p *policy, r *Re
 	case AuthSession:
 		return e.bySession(ctx, r)
 	case AuthAny:
-		// A request that carries an API key is judged by it; otherwise by its session.
+		// A request that carries an API key is judged by it; otherwise by its session. A
+		// bearer token that is not one of our keys (an app's own JWT, say) is not a key: the
+		// session decides.
 		if e.opts.Keys != nil {
-			if _, h, ok := apikeys.FromHeaders(r.Headers, st.apiKeyHeaders); ok {
+			if key, h, ok := apikeys.FromHeaders(r.Headers, st.apiKeyHeaders); ok && e.wellFormed(key) {
 				id, status, reason, err := e.byKey(ctx, st, r, true)
 				id.keyHeader = h
 				return id, status, reason, err
@@ -79,6 +81,15 @@ func (e *Engine) identify(ctx context.Context, st *engineState, p *policy, r *Re
 		return anon, 401, "unauthenticated", nil
 	}
 	return anon, 401, "unauthenticated", nil
+}
+
+// wellFormed reports whether key has the API key format, when the resolver can tell without
+// I/O (*apikeys.Store can); otherwise every candidate counts.
+func (e *Engine) wellFormed(key string) bool {
+	if v, ok := e.opts.Keys.(interface{ Valid(string) bool }); ok {
+		return v.Valid(key)
+	}
+	return true
 }
 
 func (e *Engine) byKey(ctx context.Context, st *engineState, r *Request, required bool) (identity, int, string, error) {

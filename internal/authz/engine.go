@@ -388,7 +388,7 @@ func (e *Engine) limit(ctx context.Context, st *engineState, p *policy, limits [
 	if m := e.opts.Metrics; m != nil {
 		m.RedisDuration.WithLabelValues("policy_limits").Observe(time.Since(t0).Seconds())
 		if err != nil {
-			m.RedisErrors.WithLabelValues("policy_limits", backendReason(err)).Inc()
+			m.RedisErrors.WithLabelValues("policy_limits", ratelimit.FailureReason(err)).Inc()
 		}
 	}
 	if err != nil {
@@ -470,19 +470,6 @@ func limitKey(prefix, policy, limit, subject string) string {
 	b = ratelimit.AppendEscaped(b, subject)
 	b = append(b, '}')
 	return string(b)
-}
-
-func backendReason(err error) string {
-	var ne interface{ Timeout() bool }
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.Is(err, ratelimit.ErrBadReply):
-		return "bad_reply"
-	}
-	return "unavailable"
 }
 
 func sortedKeys(m map[string]string) []string {

@@ -61,7 +61,14 @@ func (e *Engine) identify(ctx context.Context, st *engineState, p *policy, r *Re
 	case AuthNone:
 		return anon, 0, "", nil
 	case AuthAPIKey:
-		return e.byKey(ctx, st, r, true)
+		if e.opts.Keys == nil {
+			return anon, 401, "unauthenticated", nil
+		}
+		key, h, ok := apikeys.FromHeaders(r.Headers, st.apiKeyHeaders)
+		if !ok {
+			return anon, 401, "unauthenticated", nil
+		}
+		return e.byKey(ctx, key, h)
 	case AuthSession:
 		return e.bySession(ctx, r)
 	case AuthAny:
@@ -70,9 +77,7 @@ func (e *Engine) identify(ctx context.Context, st *engineState, p *policy, r *Re
 		// session decides.
 		if e.opts.Keys != nil {
 			if key, h, ok := apikeys.FromHeaders(r.Headers, st.apiKeyHeaders); ok && e.wellFormed(key) {
-				id, status, reason, err := e.byKey(ctx, st, r, true)
-				id.keyHeader = h
-				return id, status, reason, err
+				return e.byKey(ctx, key, h)
 			}
 		}
 		if e.opts.Sessions != nil {
@@ -92,16 +97,9 @@ func (e *Engine) wellFormed(key string) bool {
 	return true
 }
 
-func (e *Engine) byKey(ctx context.Context, st *engineState, r *Request, required bool) (identity, int, string, error) {
-	anon := identity{kind: KindNone}
-	if e.opts.Keys == nil {
-		return anon, 401, "unauthenticated", nil
-	}
-	key, header, ok := apikeys.FromHeaders(r.Headers, st.apiKeyHeaders)
-	if !ok {
-		return anon, 401, "unauthenticated", nil
-	}
-	anon.keyHeader = header
+// byKey resolves key, found in header (which is stripped upstream whatever the outcome).
+func (e *Engine) byKey(ctx context.Context, key, header string) (identity, int, string, error) {
+	anon := identity{kind: KindNone, keyHeader: header}
 	rec, err := e.opts.Keys.Lookup(ctx, key)
 	switch {
 	case err == nil:
@@ -152,6 +150,6 @@ func (e *Engine) bySession(ctx context.Context, r *Request) (identity, int, stri
 
 func (e *Engine) countBackendError(op string, err error) {
 	if m := e.opts.Metrics; m != nil {
-		m.RedisErrors.WithLabelValues(op, backendReason(err)).Inc()
+		m.RedisErrors.WithLabelValues(op, ratelimit.FailureReason(err)).Inc()
 	}
 }

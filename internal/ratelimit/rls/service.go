@@ -402,20 +402,11 @@ func (s *Service) counterKey(domain string, entries []*ratelimitv3.RateLimitDesc
 	return string(b)
 }
 
-// redisReason names a backend failure for metrics and logs without echoing any value.
+// redisReason names a backend failure; a caller that went away is "canceled" whatever the
+// error says.
 func redisReason(ctx context.Context, err error) string {
-	switch {
-	case ctx.Err() != nil:
+	if ctx.Err() != nil {
 		return "canceled"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
-	case errors.Is(err, ratelimit.ErrBadReply):
-		return "bad_reply"
-	default:
-		var ne interface{ Timeout() bool }
-		if errors.As(err, &ne) && ne.Timeout() {
-			return "timeout"
-		}
-		return "unavailable"
 	}
+	return ratelimit.FailureReason(err)
 }

@@ -166,7 +166,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if _, err := b.redis.command(ctx, "SET", "sess:"+benchSID, benchSession); err != nil {
 		return fmt.Errorf("seed the bench session: %w", err)
 	}
-	sidecar, grpcAddr, err := startSidecar(ctx, dir, sidecarBin, b.redis.url(), rlsDir, cfgPath)
+	sidecar, addrs, err := startSidecar(ctx, dir, sidecarBin, b.redis.url(), rlsDir, cfgPath)
 	if sidecar != nil {
 		procs = append(procs, sidecar)
 	}
@@ -180,7 +180,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return err
 	}
-	b.real = target{name: "extauthz", addr: grpcAddr,
+	b.real = target{name: "extauthz", addr: addrs.grpc,
 		pids: fmt.Sprintf("extauthz=%d,redis=%d,loadgen=self", sidecar.pid(), b.redis.pid())}
 	b.null = target{name: "null", addr: nullAddr, pids: fmt.Sprintf("null=%d,loadgen=self", null.pid())}
 
@@ -265,13 +265,19 @@ func writeRLSConfig(dir string) error {
 	return os.WriteFile(filepath.Join(dir, "bench_over.yaml"), []byte(over), 0o644)
 }
 
+// sidecarAddrs are the loopback listeners of a started sidecar.
+type sidecarAddrs struct {
+	grpc  string // ext_authz and ratelimit
+	admin string // /readyz, /metrics
+}
+
 // startSidecar starts `extauthz serve` on free loopback ports and waits for /readyz.
-func startSidecar(ctx context.Context, dir, bin, redisURL, rlsDir, cfgPath string) (*proc, string, error) {
+func startSidecar(ctx context.Context, dir, bin, redisURL, rlsDir, cfgPath string) (*proc, sidecarAddrs, error) {
 	var ports [3]int
 	for i := range ports {
 		p, err := freePort()
 		if err != nil {
-			return nil, "", err
+			return nil, sidecarAddrs{}, err
 		}
 		ports[i] = p
 	}
@@ -280,13 +286,14 @@ func startSidecar(ctx context.Context, dir, bin, redisURL, rlsDir, cfgPath strin
 		"--grpc-addr", addr(ports[0]), "--http-addr", addr(ports[1]), "--admin-addr", addr(ports[2]),
 		"--redis-url", redisURL, "--rls-config-dir", rlsDir)
 	if err != nil {
-		return nil, "", err
+		return nil, sidecarAddrs{}, err
 	}
-	ready := httpReady("http://" + addr(ports[2]) + "/readyz")
+	addrs := sidecarAddrs{grpc: addr(ports[0]), admin: addr(ports[2])}
+	ready := httpReady("http://" + addrs.admin + "/readyz")
 	if err := waitUntil(ctx, p, 30*time.Second, ready); err != nil {
-		return p, "", fmt.Errorf("extauthz: %w", err)
+		return p, addrs, fmt.Errorf("extauthz: %w", err)
 	}
-	return p, addr(ports[0]), nil
+	return p, addrs, nil
 }
 
 func cpuModel() string {

@@ -32,9 +32,13 @@ policies:
 `
 
 // benchCookie is the Cookie header value loadgen sends.
-var benchCookie = func() string {
-	mac := hmac.New(sha256.New, []byte(benchSecret))
-	mac.Write([]byte(benchSID))
-	signed := "s:" + benchSID + "." + base64.RawStdEncoding.EncodeToString(mac.Sum(nil))
+var benchCookie = sessionCookie(benchSecret, benchSID)
+
+// sessionCookie is the Cookie header value express-session sets for session id sid, signed with
+// secret: "connect.sid=" + URL-encoded "s:<sid>.<base64 HMAC-SHA256 of sid, unpadded>".
+func sessionCookie(secret, sid string) string {
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte(sid))
+	signed := "s:" + sid + "." + base64.RawStdEncoding.EncodeToString(mac.Sum(nil))
 	return "connect.sid=" + url.QueryEscape(signed)
-}()
+}

@@ -3,11 +3,13 @@ package main
 import (
 	"fmt"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/extauthz/extauthz/internal/apikeys"
 	"github.com/extauthz/extauthz/internal/authz"
 	"github.com/extauthz/extauthz/internal/config"
+	"github.com/extauthz/extauthz/internal/keyspace"
 	"github.com/extauthz/extauthz/internal/metrics"
 	"github.com/extauthz/extauthz/internal/ratelimit"
 	"github.com/extauthz/extauthz/internal/redisconn"
@@ -15,8 +17,11 @@ import (
 )
 
 // buildEngine wires the ext_authz decision core from cfg: sessions when secrets are set, API
-// keys always (a key must still be issued before it resolves), and the policy limiter.
-func buildEngine(cfg *config.Config, rc *redisconn.Client, backend decisionRedis, format ratelimit.Format, log *zap.Logger, m *metrics.Metrics) (*authz.Engine, error) {
+// keys always (a key must still be issued before it resolves), and the policy limiter. When
+// the local cache is on, it also returns the keyspace watcher that feeds the caches their
+// invalidations; the caller runs it.
+func buildEngine(cfg *config.Config, rc *redisconn.Client, backend decisionRedis, format ratelimit.Format, log *zap.Logger, m *metrics.Metrics) (*authz.Engine, *keyspace.Watcher, error) {
+	watcher := newWatcher(cfg, rc, log, m)
 	opts := authz.Options{
 		Limiter:         ratelimit.NewLimiter(backend),
 		Timeout:         rc.Timeout(),
@@ -38,16 +43,73 @@ func buildEngine(cfg *config.Config, rc *redisconn.Client, backend decisionRedis
 		if t := cfg.Sessions.Touch; t != nil {
 			sopts.TouchTTL, sopts.TouchEvery = t.TTL.D(), t.Every.D()
 		}
+		if watcher != nil {
+			c := cfg.Cache
+			sopts.Cache = &sessions.CacheOptions{TTL: c.TTL.D(), NegativeTTL: c.NegativeTTL.D(), MaxEntries: c.MaxEntries, Observe: m.CacheObserver("session")}
+		}
 		st, err := sessions.New(backend, sopts)
 		if err != nil {
-			return nil, fmt.Errorf("sessions: %w", err)
+			return nil, nil, fmt.Errorf("sessions: %w", err)
 		}
 		opts.Sessions = st
+		if inv := st.Invalidation(); inv != nil {
+			watcher.Watch("session", cfg.Sessions.Prefix, cacheTarget(cfg.Cache, inv))
+		}
 	}
-	ks, err := apikeys.New(rc.Redis(), apikeys.Options{Prefix: cfg.APIKeys.Prefix, TokenPrefix: cfg.APIKeys.TokenPrefix})
+	kopts := apikeys.Options{Prefix: cfg.APIKeys.Prefix, TokenPrefix: cfg.APIKeys.TokenPrefix}
+	if watcher != nil {
+		c := cfg.Cache
+		kopts.Cache = &apikeys.CacheOptions{TTL: c.TTL.D(), NegativeTTL: c.NegativeTTL.D(), MaxEntries: c.MaxEntries, Observe: m.CacheObserver("apikey")}
+	}
+	ks, err := apikeys.New(rc.Redis(), kopts)
 	if err != nil {
-		return nil, fmt.Errorf("apikeys: %w", err)
+		return nil, nil, fmt.Errorf("apikeys: %w", err)
 	}
 	opts.Keys = ks
-	return authz.New(cfg, opts)
+	if inv := ks.Invalidation(); inv != nil {
+		watcher.Watch("apikey", cfg.APIKeys.Prefix, cacheTarget(cfg.Cache, inv))
+	}
+	e, err := authz.New(cfg, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return e, watcher, nil
 }
+
+// newWatcher returns the keyspace watcher for the local caches, or nil when the cache is off,
+// the store is the embedded one (nothing else writes to it) or the client is not a single
+// Redis connection (Cluster sends notifications per node).
+func newWatcher(cfg *config.Config, rc *redisconn.Client, log *zap.Logger, m *metrics.Metrics) *keyspace.Watcher {
+	if !cfg.Cache.Enabled || rc.Embedded() {
+		return nil
+	}
+	rdb, ok := rc.Redis().(*redis.Client)
+	if !ok {
+		log.Warn("the local session/API key cache needs a single Redis server or Sentinel; it is off")
+		return nil
+	}
+	return keyspace.New(rdb, log.Named("cache"), keyspace.Options{
+		OnEvent: func(name string) { m.CacheInvalidations.WithLabelValues(name).Inc() },
+		OnActive: func(on bool) {
+			if on {
+				m.CacheActive.Set(1)
+			} else {
+				m.CacheActive.Set(0)
+			}
+		},
+	})
+}
+
+// cacheTarget is t, or, when the cache does not require keyspace notifications, t switched
+// on for good: losing the notifications then only flushes it.
+func cacheTarget(c config.Cache, t keyspace.Target) keyspace.Target {
+	if c.RequireNotifications {
+		return t
+	}
+	t.SetActive(true)
+	return alwaysOn{t}
+}
+
+type alwaysOn struct{ keyspace.Target }
+
+func (a alwaysOn) SetActive(bool) { a.Target.SetActive(true) }

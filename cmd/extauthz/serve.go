@@ -154,9 +154,18 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, log *zap.
 		log.Warn("no ratelimit.config_dir: ShouldRateLimit answers OK with no limit for every domain")
 	}
 
-	engine, err := buildEngine(cfg, rc, backend, format, log, m)
+	engine, watcher, err := buildEngine(cfg, rc, backend, format, log, m)
 	if err != nil {
 		return err
+	}
+	if watcher != nil {
+		wctx, stopWatcher := context.WithCancel(ctx)
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			watcher.Run(wctx)
+		}()
+		defer func() { stopWatcher(); <-watched }()
 	}
 	if len(cfg.Policies) == 0 {
 		log.Warn("no policies: every ext_authz Check and HTTP authorization request is denied (403)")

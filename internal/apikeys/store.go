@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/extauthz/extauthz/internal/localcache"
 )
 
 // Defaults for the zero values of Options.
@@ -73,6 +75,8 @@ type Options struct {
 	// from A-Z, a-z, 0-9 and '_', so that a double click selects the whole key in a terminal.
 	// Changing it invalidates every key already issued.
 	TokenPrefix string
+	// Cache, when set, keeps records in memory; see CacheOptions.
+	Cache *CacheOptions
 }
 
 // Store issues and resolves keys. It is safe for concurrent use.
@@ -86,6 +90,9 @@ type Store struct {
 	// rand and now are crypto/rand and the wall clock; tests in this package replace them.
 	rand io.Reader
 	now  func() time.Time
+	// cache is nil when Options.Cache is.
+	cache   *localcache.Cache[Record]
+	onCache func(string)
 }
 
 // New returns a Store over rdb. It makes no Redis call.
@@ -102,14 +109,18 @@ func New(rdb Redis, opts Options) (*Store, error) {
 	if err := errors.Join(checkPrefix(opts.Prefix), checkTokenPrefix(opts.TokenPrefix)); err != nil {
 		return nil, err
 	}
-	return &Store{
+	s := &Store{
 		rdb:         rdb,
 		prefix:      opts.Prefix,
 		tokenPrefix: opts.TokenPrefix,
 		sharedSlot:  strings.Contains(opts.Prefix, "{"),
 		rand:        rand.Reader,
 		now:         time.Now,
-	}, nil
+	}
+	if opts.Cache != nil {
+		s.cache, s.onCache = newCache(opts.Cache), opts.Cache.Observe
+	}
+	return s, nil
 }
 
 // checkPrefix allows either no braces or exactly one non-empty {tag}. Anything else would let
@@ -162,17 +173,48 @@ func (s *Store) Lookup(ctx context.Context, key string) (Record, error) {
 	if err := s.Check(key); err != nil {
 		return Record{}, err
 	}
-	m, err := s.rdb.HGetAll(ctx, s.recordKey(Hash(key))).Result()
+	h := Hash(key)
+	var ticket uint64
+	if c := s.cache; c != nil {
+		rec, res := c.Get(h)
+		switch res {
+		case localcache.Hit:
+			s.observe("hit")
+			return s.judge(rec)
+		case localcache.NegativeHit:
+			s.observe("negative_hit")
+			return Record{}, ErrNotFound
+		}
+		if c.Active() {
+			s.observe("miss")
+		} else {
+			s.observe("bypass")
+		}
+		// Taken before the read, so that a revoke racing with it voids the Put below.
+		ticket = c.Ticket(h)
+	}
+	m, err := s.rdb.HGetAll(ctx, s.recordKey(h)).Result()
 	if err != nil {
 		return Record{}, fmt.Errorf("apikeys: lookup: %w", err)
 	}
 	if len(m) == 0 {
+		if s.cache != nil {
+			s.cache.PutMissing(h, ticket)
+		}
 		return Record{}, ErrNotFound
 	}
 	rec, err := parseRecord(m)
 	if err != nil {
 		return Record{}, fmt.Errorf("apikeys: lookup: %w", err)
 	}
+	if s.cache != nil {
+		s.cache.Put(h, ticket, rec, 0)
+	}
+	return s.judge(rec)
+}
+
+// judge returns rec with ErrRevoked or ErrExpired when it is no longer good now.
+func (s *Store) judge(rec Record) (Record, error) {
 	switch rec.State(s.now()) {
 	case StateRevoked:
 		return rec, ErrRevoked

@@ -66,6 +66,9 @@ type Config struct {
 	APIKeys  APIKeys  `yaml:"apikeys"`
 	Limits   Limits   `yaml:"limits"`
 	Policies []Policy `yaml:"policies"`
+	// Cache keeps sessions and API key records in memory while Redis keyspace notifications
+	// flow.
+	Cache Cache `yaml:"cache"`
 
 	// origins maps a field path to where its value came from (file and line, or an environment
 	// variable), so that Validate can point at the source of a bad value. It is shared between
@@ -193,6 +196,7 @@ func Default() *Config {
 		Sessions: defaultSessions(),
 		APIKeys:  defaultAPIKeysSection(),
 		Limits:   Limits{Prefix: DefaultLimitPrefix},
+		Cache:    defaultCache(),
 	}
 }
 

@@ -96,6 +96,7 @@ func TestParseGood(t *testing.T) {
 		Sessions:        defaultSessions(),
 		APIKeys:         defaultAPIKeysSection(),
 		Limits:          Limits{Prefix: DefaultLimitPrefix},
+		Cache:           defaultCache(),
 	}
 	withDefaults := func(edit func(c *Config)) Config {
 		c := Default()

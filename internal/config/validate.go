@@ -41,6 +41,7 @@ func (c *Config) check() []*FieldError {
 	k.apiKeys()
 	k.limitsSection()
 	k.policies()
+	k.cacheSection()
 	return k.errs
 }
 

@@ -47,6 +47,13 @@ type Metrics struct {
 	InFlight *prometheus.GaugeVec
 	// Ready is 1 while the sidecar reports ready.
 	Ready prometheus.Gauge
+	// CacheLookups counts session and API key cache lookups by cache (session, apikey) and
+	// result (hit, negative_hit, miss, bypass), and entries evicted to make room (evicted).
+	CacheLookups *prometheus.CounterVec
+	// CacheInvalidations counts keyspace notifications that invalidated an entry, by cache.
+	CacheInvalidations *prometheus.CounterVec
+	// CacheActive is 1 while keyspace notifications flow and the caches serve entries.
+	CacheActive prometheus.Gauge
 }
 
 // New builds the collectors and registers them, with the Go and process collectors, on a new
@@ -91,6 +98,18 @@ func New() *Metrics {
 			Namespace: Namespace, Subsystem: "redis", Name: "errors_total",
 			Help: "Failed Redis calls by operation and reason.",
 		}, []string{"op", "reason"}),
+		CacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "cache", Name: "lookups_total",
+			Help: "Session and API key cache lookups by cache and result; evicted counts entries dropped to make room.",
+		}, []string{"cache", "result"}),
+		CacheInvalidations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "cache", Name: "invalidations_total",
+			Help: "Keyspace notifications that invalidated a cache entry, by cache.",
+		}, []string{"cache"}),
+		CacheActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Subsystem: "cache", Name: "active",
+			Help: "1 while Redis keyspace notifications flow and the session and API key caches serve entries.",
+		}),
 		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: "config", Name: "reloads_total",
 			Help: "Configuration reloads by component and result.",
@@ -116,8 +135,27 @@ func New() *Metrics {
 		m.RedisDuration, m.RedisErrors, m.RedisPipeline,
 		m.ConfigReloads, m.ConfigLastReload,
 		m.InFlight, m.Ready,
+		m.CacheLookups, m.CacheInvalidations, m.CacheActive,
 	)
 	return m
+}
+
+// CacheResults are the result label values of CacheLookups.
+var CacheResults = []string{"hit", "negative_hit", "miss", "bypass", "evicted"}
+
+// CacheObserver returns a function that counts one lookup result of the named cache, with the
+// counters resolved up front so that the hot path does no label hashing. Results outside
+// CacheResults are not counted.
+func (m *Metrics) CacheObserver(cache string) func(result string) {
+	cs := make(map[string]prometheus.Counter, len(CacheResults))
+	for _, r := range CacheResults {
+		cs[r] = m.CacheLookups.WithLabelValues(cache, r)
+	}
+	return func(result string) {
+		if c, ok := cs[result]; ok {
+			c.Inc()
+		}
+	}
 }
 
 // latencyBuckets spans 50µs to 1s: a sidecar decision is expected in well under a millisecond,

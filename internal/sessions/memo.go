@@ -1,6 +1,9 @@
 package sessions
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // memo remembers the Session built from a session's JSON, keyed by session id, so that a
 // request whose GET returns the very bytes seen before skips parsing them again. Redis is
@@ -17,14 +20,16 @@ type memoEntry struct {
 	sess *Session
 	// touchSec is ceil(cookie.originalMaxAge / 1000), or 0.
 	touchSec int64
+	// expires is cookie.expires, or zero.
+	expires time.Time
 }
 
 func newMemo(max int) *memo {
 	return &memo{cur: make(map[string]memoEntry), max: max}
 }
 
-// get returns the Session built from data for sid, if data is what was seen last.
-func (m *memo) get(sid, data string) (*Session, int64, bool) {
+// get returns the entry built from data for sid, if data is what was seen last.
+func (m *memo) get(sid, data string) (memoEntry, bool) {
 	m.mu.RLock()
 	e, ok := m.cur[sid]
 	if !ok {
@@ -32,16 +37,16 @@ func (m *memo) get(sid, data string) (*Session, int64, bool) {
 	}
 	m.mu.RUnlock()
 	if !ok || e.data != data {
-		return nil, 0, false
+		return memoEntry{}, false
 	}
-	return e.sess, e.touchSec, true
+	return e, true
 }
 
-func (m *memo) put(sid, data string, sess *Session, touchSec int64) {
+func (m *memo) put(sid string, e memoEntry) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.cur) >= m.max {
 		m.old, m.cur = m.cur, make(map[string]memoEntry, m.max/2)
 	}
-	m.cur[sid] = memoEntry{data: data, sess: sess, touchSec: touchSec}
+	m.cur[sid] = e
 }

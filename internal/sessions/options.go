@@ -45,6 +45,8 @@ type Options struct {
 	// TouchEvery is the least time between two EXPIREs of one session by this process,
 	// DefaultTouchEvery when zero. Keep it well under the sessions' lifetime.
 	TouchEvery time.Duration
+	// Cache, when set, keeps resolved sessions in memory; see CacheOptions.
+	Cache *CacheOptions
 }
 
 // String describes the options with the secrets left out, so that logging them is safe.

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/extauthz/extauthz/internal/localcache"
 )
 
 // Limits on hostile or broken input.
@@ -94,6 +96,9 @@ type Store struct {
 	touch *touchMemory // nil when touching is off
 	memo  *memo
 	now   func() time.Time
+	// cache is nil when Options.Cache is.
+	cache   *localcache.Cache[cached]
+	onCache func(string)
 }
 
 // memoSize bounds each generation of parsed sessions kept (about 1 KiB an entry).
@@ -110,6 +115,9 @@ func New(rdb Redis, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{rdb: rdb, cfg: cfg, now: time.Now, memo: newMemo(memoSize)}
+	if opts.Cache != nil {
+		s.cache, s.onCache = newCache(opts.Cache), opts.Cache.Observe
+	}
 	if cfg.touchTTL > 0 {
 		s.touch = newTouchMemory(cfg.touchEvery, s.now())
 	}
@@ -156,9 +164,33 @@ func (s *Store) Resolve(ctx context.Context, cookieHeader string) (*Session, err
 		return nil, errBadSignature
 	}
 	key := s.cfg.prefix + sid
+	var ticket uint64
+	if c := s.cache; c != nil {
+		v, res := c.Get(sid)
+		switch res {
+		case localcache.Hit:
+			s.observe("hit")
+			s.maybeTouch(ctx, key, sid, v.touchSec)
+			return v.sess, nil
+		case localcache.NegativeHit:
+			s.observe("negative_hit")
+			return nil, errNotFound
+		}
+		if c.Active() {
+			s.observe("miss")
+		} else {
+			s.observe("bypass")
+		}
+		// The ticket is taken before the GET, so that an invalidation racing with it voids
+		// the Put below.
+		ticket = c.Ticket(sid)
+	}
 	data, err := s.rdb.Get(ctx, key).Result()
 	switch {
 	case errors.Is(err, redis.Nil):
+		if s.cache != nil {
+			s.cache.PutMissing(sid, ticket)
+		}
 		return nil, errNotFound
 	case redis.HasErrorPrefix(err, "WRONGTYPE"):
 		// Someone else's data under the session prefix: a server problem, but no reason to
@@ -170,24 +202,34 @@ func (s *Store) Resolve(ctx context.Context, cookieHeader string) (*Session, err
 	if len(data) > MaxSessionBytes {
 		return nil, errTooLarge
 	}
-	sess, sec, ok := s.memo.get(sid, data)
+	e, ok := s.memo.get(sid, data)
 	if !ok {
 		obj, ok := parseSession(data)
 		if !ok {
 			return nil, errNotJSON
 		}
-		sess, sec = s.session(sid, obj), touchSeconds(obj)
-		s.memo.put(sid, data, sess, sec)
+		e = memoEntry{data: data, sess: s.session(sid, obj), touchSec: touchSeconds(obj), expires: cookieExpires(obj)}
+		s.memo.put(sid, e)
 	}
-	if s.touch != nil && s.touch.claim(sid, s.now()) {
-		ttl := s.cfg.touchTTL
-		if sec > 0 {
-			ttl = time.Duration(sec) * time.Second
-		}
-		// A failed touch leaves the session as valid as it was; the next interval retries.
-		_ = s.rdb.Expire(ctx, key, ttl).Err()
+	if s.cache != nil {
+		s.cache.Put(sid, ticket, cached{sess: e.sess, touchSec: e.touchSec}, lifeFrom(e.expires, s.now()))
 	}
-	return sess, nil
+	s.maybeTouch(ctx, key, sid, e.touchSec)
+	return e.sess, nil
+}
+
+// maybeTouch sends the session's EXPIRE when touching is on and this process has not touched
+// it within TouchEvery. A failed touch leaves the session as valid as it was; the next
+// interval retries.
+func (s *Store) maybeTouch(ctx context.Context, key, sid string, sec int64) {
+	if s.touch == nil || !s.touch.claim(sid, s.now()) {
+		return
+	}
+	ttl := s.cfg.touchTTL
+	if sec > 0 {
+		ttl = time.Duration(sec) * time.Second
+	}
+	_ = s.rdb.Expire(ctx, key, ttl).Err()
 }
 
 // session builds the Session for sid from its parsed value.

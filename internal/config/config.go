@@ -59,6 +59,7 @@ type Config struct {
 	RateLimit       RateLimit `yaml:"ratelimit"`
 	Log             Log       `yaml:"log"`
 	Shutdown        Shutdown  `yaml:"shutdown"`
+	Tracing         Tracing   `yaml:"tracing"`
 
 	// Sessions, APIKeys, Limits and Policies configure ext_authz Check and the HTTP
 	// authorization endpoints.
@@ -193,6 +194,7 @@ func Default() *Config {
 			Grace: Duration(DefaultShutdownGrace),
 			Drain: Duration(DefaultShutdownDrain),
 		},
+		Tracing:  defaultTracing(),
 		Sessions: defaultSessions(),
 		APIKeys:  defaultAPIKeysSection(),
 		Limits:   Limits{Prefix: DefaultLimitPrefix},

@@ -93,6 +93,7 @@ func TestParseGood(t *testing.T) {
 		RateLimit:       RateLimit{ConfigDir: "/etc/rls.d", Prefix: "edge:", Watch: false, OverLimitCacheSize: DefaultOverLimitCacheSize},
 		Log:             Log{Level: "debug", Format: "console", DecisionDenials: true},
 		Shutdown:        Shutdown{Grace: Duration(time.Minute), Drain: Duration(5 * time.Second)},
+		Tracing:         defaultTracing(),
 		Sessions:        defaultSessions(),
 		APIKeys:         defaultAPIKeysSection(),
 		Limits:          Limits{Prefix: DefaultLimitPrefix},

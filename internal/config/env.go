@@ -20,6 +20,9 @@ func (c *Config) ApplyEnv(getenv func(string) string) {
 		{EnvGRPCAddr, "listen.grpc", &c.Listen.GRPC},
 		{EnvHTTPAddr, "listen.http", &c.Listen.HTTP},
 		{EnvAdminAddr, "listen.admin", &c.Listen.Admin},
+		// The traces-specific variable comes last so that it wins, as OpenTelemetry specifies.
+		{EnvOTLPEndpoint, "tracing.endpoint", &c.Tracing.Endpoint},
+		{EnvOTLPTracesEndpoint, "tracing.endpoint", &c.Tracing.Endpoint},
 	}
 	var origins map[string]origin
 	for _, o := range overrides {

@@ -37,6 +37,7 @@ func (c *Config) check() []*FieldError {
 	}
 	k.nonNegative("shutdown.grace", c.Shutdown.Grace)
 	k.nonNegative("shutdown.drain", c.Shutdown.Drain)
+	k.tracing()
 	k.sessions()
 	k.apiKeys()
 	k.limitsSection()

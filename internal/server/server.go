@@ -45,6 +45,9 @@ type Options struct {
 	HTTPHandler http.Handler
 	// Backend is pinged by /readyz and the gRPC health service.
 	Backend Pinger
+	// GRPCExtra are added to GRPCOptions() for the gRPC listener only, such as the tracing
+	// stats handler when tracing is on. Empty by default, so the hot path carries nothing.
+	GRPCExtra []grpc.ServerOption
 
 	// Grace bounds how long in-flight calls may run after shutdown starts; 0 ends them at once.
 	Grace time.Duration
@@ -94,7 +97,7 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("admin listener: %w", err)
 	}
 
-	s.grpc = grpc.NewServer(GRPCOptions()...)
+	s.grpc = grpc.NewServer(append(GRPCOptions(), opts.GRPCExtra...)...)
 	if opts.RateLimit != nil {
 		rlsv3.RegisterRateLimitServiceServer(s.grpc, opts.RateLimit)
 	}

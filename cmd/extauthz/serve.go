@@ -171,7 +171,14 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, log *zap.
 		log.Warn("no policies: every ext_authz Check and HTTP authorization request is denied (403)")
 	}
 
+	tp, err := startTracing(cfg.Tracing, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing(tp, log)
+
 	srv, err := server.New(server.Options{
+		GRPCExtra:     tp.GRPCServerOptions(),
 		GRPCAddr:      cfg.Listen.GRPC,
 		HTTPAddr:      cfg.Listen.HTTP,
 		AdminAddr:     cfg.Listen.Admin,

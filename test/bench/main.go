@@ -5,6 +5,10 @@
 //
 //	go run ./test/bench -mode full    # about five minutes, bounded at six
 //	go run ./test/bench -mode quick   # about half a minute of load
+//	go run ./test/bench -mode soak    # `make soak`: ten minutes of steady load, then a verdict
+//
+// The soak (soak.go) checks that the sidecar's memory, goroutines and Redis connections stay
+// flat under a steady mixed load, and exits non-zero when one grows; -duration sets its length.
 //
 // Every process it starts is stopped before it exits, on Ctrl-C too.
 package main
@@ -20,6 +24,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,14 +73,31 @@ func (b *bench) progress(format string, a ...any) {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	mode := fs.String("mode", "full", "`MODE`: full (about 5 minutes) or quick (about 30 seconds of load)")
-	out := fs.String("out", "", "write the raw loadgen and redis-benchmark lines to `FILE` (default: a new temp file)")
+	mode := fs.String("mode", "full", "`MODE`: full (about 5 minutes), quick (about 30 seconds of load) or soak (-duration of steady load, then a verdict)")
+	out := fs.String("out", "", "write the raw loadgen and redis-benchmark lines (soak: the samples as CSV) to `FILE` (default: a new temp file)")
 	extauthzBin := fs.String("extauthz-bin", "", "benchmark this extauthz `BINARY` instead of building ./cmd/extauthz (e.g. a release, to compare)")
+	var soakOpts soakOptions
+	soakOpts.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	// The command for the report: every flag given, so that the run can be repeated.
+	command := "go run ./test/bench"
+	fs.Visit(func(f *flag.Flag) { command += " -" + f.Name + " " + shellQuote([]string{f.Value.String()}) })
+	if *mode == "soak" {
+		return runSoak(ctx, soakOpts, command, *out, *extauthzBin, stdout, stderr)
+	}
+	var soakOnly []string
+	fs.Visit(func(f *flag.Flag) {
+		if slices.Contains(soakFlagNames, f.Name) {
+			soakOnly = append(soakOnly, "-"+f.Name)
+		}
+	})
+	if len(soakOnly) > 0 {
+		return fmt.Errorf("%s: only with -mode soak", strings.Join(soakOnly, ", "))
 	}
 	budget := fullBudget
 	redisN := 60000
@@ -84,14 +106,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	case "quick":
 		budget, redisN = quickBudget, 30000
 	default:
-		return fmt.Errorf("-mode %q: want full or quick", *mode)
-	}
-	command := "go run ./test/bench -mode " + *mode
-	if *out != "" {
-		command += " -out " + shellQuote([]string{*out})
-	}
-	if *extauthzBin != "" {
-		command += " -extauthz-bin " + shellQuote([]string{*extauthzBin})
+		return fmt.Errorf("-mode %q: want full, quick or soak", *mode)
 	}
 
 	b := &bench{started: time.Now(), stderr: stderr, redisN: redisN}

@@ -18,8 +18,9 @@ type redisServer struct {
 }
 
 // startRedis starts redis-server on a free loopback port with persistence off, so disk writes
-// do not disturb the measurements and nothing is left behind.
-func startRedis(ctx context.Context, dir string) (*redisServer, error) {
+// do not disturb the measurements and nothing is left behind. extra are more directives, e.g.
+// "--notify-keyspace-events", "KA".
+func startRedis(ctx context.Context, dir string, extra ...string) (*redisServer, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, err
@@ -32,10 +33,9 @@ func startRedis(ctx context.Context, dir string) (*redisServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := startProc(dir, "redis", bin,
-		nil,
-		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
-		"--save", "", "--appendonly", "no", "--dir", dir)
+	args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+		"--save", "", "--appendonly", "no", "--dir", dir}
+	p, err := startProc(dir, "redis", bin, nil, append(args, extra...)...)
 	if err != nil {
 		return nil, err
 	}

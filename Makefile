@@ -9,6 +9,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BUILD_FLAGS := -trimpath -ldflags "$(LDFLAGS)"
 RUN_ARGS ?= --config examples/extauthz.yaml
 TEST_TIMEOUT ?= 12m
+SOAK_ARGS ?=
 
 .DEFAULT_GOAL := help
 
@@ -37,6 +38,10 @@ bench: ## Run the benchmark matrix against a private redis-server (not a test).
 .PHONY: bench-quick
 bench-quick: ## A 30-second subset of the benchmark matrix.
 	$(GO) run ./test/bench -mode quick
+
+.PHONY: soak
+soak: ## 10-minute memory soak: RSS, heap, goroutines, Redis connections must stay flat (not a test; SOAK_ARGS='-duration 2m').
+	$(GO) run ./test/bench -mode soak $(SOAK_ARGS)
 
 .PHONY: microbench
 microbench: ## Go micro-benchmarks of the hot path, with allocations.

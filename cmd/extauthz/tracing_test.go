@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -53,6 +54,9 @@ func tracedConfig(t *testing.T, tracing string) *config.Config {
 	}
 	yaml := `
 listen: {grpc: 127.0.0.1:0, http: 127.0.0.1:0, admin: 127.0.0.1:0}
+# A loaded -race run can stall the embedded store past the 25ms default; these tests are
+# about spans, not deadlines.
+redis: {timeout: 5s}
 ratelimit: {config_dir: ` + rlsDir + `, watch: false}
 sessions: {secrets: [test-secret], subject: userId}
 policies:
@@ -66,36 +70,44 @@ tracing: ` + tracing + "\n"
 }
 
 // startServe starts serve and returns the gRPC address and a stop function that ends it as
-// SIGTERM would and waits for it to return.
+// SIGTERM would and waits for it to return. stop also runs at cleanup, so a test that fails
+// early leaves no server (or exporter) behind for the next one.
 func startServe(t *testing.T, cfg *config.Config) (string, func()) {
 	t.Helper()
 	core, logs := observer.New(zap.InfoLevel)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, "", zap.New(core)) }()
+	var serveErr error
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		serveErr = serve(ctx, cfg, "", zap.New(core))
+	}()
+	var once sync.Once
 	stop := func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve: %v", err)
+		once.Do(func() {
+			cancel()
+			select {
+			case <-served:
+				if serveErr != nil {
+					t.Errorf("serve: %v", serveErr)
+				}
+			case <-time.After(20 * time.Second):
+				t.Error("serve did not return after cancel")
 			}
-		case <-time.After(20 * time.Second):
-			t.Fatal("serve did not return after cancel")
-		}
+		})
 	}
+	t.Cleanup(stop)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if l := logs.FilterMessage("extauthz listening").All(); len(l) > 0 {
 			return l[0].ContextMap()["grpc"].(string), stop
 		}
 		select {
-		case err := <-done:
-			t.Fatalf("serve returned before listening: %v; logs %v", err, logs.All())
+		case <-served:
+			t.Fatalf("serve returned before listening: %v; logs %v", serveErr, logs.All())
 		default:
 		}
 		if time.Now().After(deadline) {
-			stop()
 			t.Fatalf("serve did not listen within 10s; logs %v", logs.All())
 		}
 		time.Sleep(10 * time.Millisecond)

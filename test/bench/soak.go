@@ -70,9 +70,9 @@ func (o *soakOptions) register(fs *flag.FlagSet) {
 
 	// The verdict's limits; see thresholds for why each is what it is.
 	fs.DurationVar(&o.th.warmup, "warmup", 2*time.Minute, "soak: samples before this are shown but not compared")
-	fs.Float64Var(&o.th.goroutineGrowth, "max-goroutine-growth", 10, "soak: goroutines may grow by this many (median of the last third of the samples over the first)")
-	fs.Float64Var(&o.th.heapGrowth, "max-heap-growth", 0.25, "soak: heap in use may grow by this fraction")
-	fs.Float64Var(&o.th.rssGrowth, "max-rss-growth", 0.20, "soak: RSS may grow by this fraction")
+	fs.Float64Var(&o.th.goroutineGrowth, "max-goroutine-growth", 10, "soak: goroutines may grow by this many (the fewest in the last third of the samples against the fewest in the first)")
+	fs.Float64Var(&o.th.heapGrowth, "max-heap-growth", 0.25, "soak: heap in use may grow by this fraction (medians of the last and the first third)")
+	fs.Float64Var(&o.th.rssGrowth, "max-rss-growth", 0.20, "soak: RSS may grow by this fraction (medians of the last and the first third)")
 	fs.Float64Var(&o.th.growthFloorMiB, "growth-floor-mib", 4, "soak: heap or RSS growth below this many MiB never fails")
 	fs.Float64Var(&o.th.fdGrowth, "max-fd-growth", 10, "soak: open descriptors may grow by this many")
 	fs.Float64Var(&o.th.maxRSSMiB, "max-rss-mib", 64, "soak: the sidecar's RSS must stay under this many MiB in every sample and at its peak (VmHWM)")

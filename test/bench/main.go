@@ -78,6 +78,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	extauthzBin := fs.String("extauthz-bin", "", "benchmark this extauthz `BINARY` instead of building ./cmd/extauthz (e.g. a release, to compare)")
 	var soakOpts soakOptions
 	soakOpts.register(fs)
+	// Every mode's private redis-server: the sidecar's local session/API key cache needs these.
+	fs.StringVar(&soakOpts.redisNotify, "redis-notify", "KA", "the private redis-server's notify-keyspace-events, which the sidecar's local session/API key cache needs (\"\": off, every Check reads its session from Redis)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -157,12 +159,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 
 	m := machine{
 		cpus: runtime.NumCPU(), model: cpuModel(), kernel: readTrim("/proc/sys/kernel/osrelease"),
-		goVersion: goVersion(ctx, goBin), redisVersion: redisVersion(ctx),
+		goVersion: goVersion(ctx, goBin), redisVersion: redisVersion(ctx), redisNotify: soakOpts.redisNotify,
 	}
 	fmt.Fprintf(b.raw, "# %s\n# machine: %s\n# started: %s\n", command, m, b.started.Format(time.RFC3339))
 
 	b.progress("starting redis-server, extauthz and nullserver")
-	if b.redis, err = startRedis(ctx, dir); err != nil {
+	var redisArgs []string
+	if soakOpts.redisNotify != "" {
+		redisArgs = append(redisArgs, "--notify-keyspace-events", soakOpts.redisNotify)
+	}
+	if b.redis, err = startRedis(ctx, dir, redisArgs...); err != nil {
 		return fmt.Errorf("redis-server: %w", err)
 	}
 	procs = append(procs, b.redis.proc)

@@ -13,10 +13,16 @@ type machine struct {
 	model, kernel string
 	goVersion     string
 	redisVersion  string
+	// redisNotify is the private Redis's notify-keyspace-events ("" when off).
+	redisNotify string
 }
 
 func (m machine) String() string {
-	return fmt.Sprintf("%d × %s, Linux %s, %s, Redis %s", m.cpus, m.model, m.kernel, m.goVersion, m.redisVersion)
+	s := fmt.Sprintf("%d × %s, Linux %s, %s, Redis %s", m.cpus, m.model, m.kernel, m.goVersion, m.redisVersion)
+	if m.redisNotify != "" {
+		s += " (notify-keyspace-events " + m.redisNotify + ")"
+	}
+	return s
 }
 
 // writeReport prints the markdown table, the CPU lines and the notes.

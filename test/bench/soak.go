@@ -53,7 +53,7 @@ const soakWorkers = 64
 
 // soakFlagNames are the flags that only -mode soak takes.
 var soakFlagNames = []string{
-	"duration", "interval", "warmup", "rate", "keys", "apikeys", "burst", "burst-c", "redis-notify",
+	"duration", "interval", "warmup", "rate", "keys", "apikeys", "burst", "burst-c",
 	"max-goroutine-growth", "max-heap-growth", "max-rss-growth", "growth-floor-mib", "max-fd-growth",
 	"max-rss-mib", "max-redis-clients", "max-error-rate",
 }
@@ -66,7 +66,6 @@ func (o *soakOptions) register(fs *flag.FlagSet) {
 	fs.IntVar(&o.apiKeys, "apikeys", 1000, "soak: API keys issued and used (half of them tier pro)")
 	fs.DurationVar(&o.burst, "burst", 30*time.Second, "soak: closed-loop burst after the steady load, for peak RSS (0: none)")
 	fs.IntVar(&o.burstC, "burst-c", 128, "soak: callers in the burst")
-	fs.StringVar(&o.redisNotify, "redis-notify", "KA", "soak: the private redis-server's notify-keyspace-events, which the sidecar's local cache needs (\"\": off)")
 
 	// The verdict's limits; see thresholds for why each is what it is.
 	fs.DurationVar(&o.th.warmup, "warmup", 2*time.Minute, "soak: samples before this are shown but not compared")

@@ -234,7 +234,7 @@ func (e *Engine) decide(ctx context.Context, r *Request) Decision {
 	}
 	d.Policy = p.name
 
-	ctx, cancel := context.WithTimeout(ctx, e.opts.Timeout)
+	ctx, cancel := ratelimit.Bound(ctx, e.opts.Timeout)
 	defer cancel()
 
 	id, status, reason, err := e.identify(ctx, st, p, r)

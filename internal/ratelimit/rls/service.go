@@ -192,7 +192,7 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 
 	var res ratelimit.FixedWindowResult
 	if len(hits) > 0 {
-		cctx, cancel := context.WithTimeout(ctx, s.timeout)
+		cctx, cancel := ratelimit.Bound(ctx, s.timeout)
 		t0 := time.Now()
 		var err error
 		res, err = s.counter.Add(cctx, hits)

@@ -6,7 +6,7 @@ import "time"
 const (
 	DefaultCacheTTL         = 10 * time.Second
 	DefaultCacheNegativeTTL = 2 * time.Second
-	DefaultCacheMaxEntries  = 100000
+	DefaultCacheMaxEntries  = 10000
 )
 
 // Cache configures the local cache of sessions and API key records. Entries are served only
@@ -22,7 +22,9 @@ type Cache struct {
 	// NegativeTTL is the same for sessions and keys found missing; 0 turns negative entries
 	// off.
 	NegativeTTL Duration `yaml:"negative_ttl"`
-	// MaxEntries bounds each of the two caches.
+	// MaxEntries bounds each of the two caches. A session entry takes a few hundred bytes (its
+	// subject, roles and headers), so the default keeps the cache to a few MiB of a sidecar's
+	// memory limit.
 	MaxEntries int `yaml:"max_entries"`
 	// RequireNotifications keeps the cache off while Redis sends no keyspace notifications.
 	// Set it to false to cache anyway and accept that a logout or revoke may take up to TTL

@@ -9,7 +9,7 @@ import (
 func TestCacheDefaultsAndChecks(t *testing.T) {
 	c := Default()
 	if !c.Cache.Enabled || c.Cache.TTL.D() != 10*time.Second || c.Cache.NegativeTTL.D() != 2*time.Second ||
-		c.Cache.MaxEntries != 100000 || !c.Cache.RequireNotifications {
+		c.Cache.MaxEntries != 10000 || !c.Cache.RequireNotifications {
 		t.Fatalf("cache defaults = %+v", c.Cache)
 	}
 	tests := []struct {

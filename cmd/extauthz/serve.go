@@ -237,6 +237,9 @@ func reloadPolicies(path string, running *config.Config, engine *authz.Engine, l
 		if !reflect.DeepEqual(cfg.Sessions, running.Sessions) || !reflect.DeepEqual(cfg.APIKeys, running.APIKeys) {
 			log.Warn("SIGHUP: sessions and apikeys changes need a restart; keeping the running ones", zap.String("file", path))
 		}
+		if cfg.Cache != running.Cache || cfg.Tracing != running.Tracing {
+			log.Warn("SIGHUP: cache and tracing changes need a restart; keeping the running ones", zap.String("file", path))
+		}
 		cfg.Sessions, cfg.APIKeys = running.Sessions, running.APIKeys
 		err = engine.Load(cfg)
 	}

@@ -411,6 +411,32 @@ policies:
 	}
 }
 
+// A GET-only policy also takes HEAD, as Express's app.get does, so that HEAD cannot reach a later
+// policy; other methods still fall through.
+func TestGetPolicyTakesHead(t *testing.T) {
+	cfg, err := config.Parse("t.yaml", []byte(`
+sessions: {secrets: [s]}
+policies:
+  - {name: read, match: {path_prefix: /docs/, methods: [GET]}, auth: session}
+  - {name: public, auth: none}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(cfg, Options{Sessions: fakeSessions{}, Keys: fakeKeys{}, Limiter: nopLimiter{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for method, want := range map[string]string{"GET": "read", "HEAD": "read", "POST": "public", "OPTIONS": "public"} {
+		if d := e.Decide(context.Background(), req(method, "/docs/x")); d.Policy != want {
+			t.Errorf("%s: policy %q, want %q", method, d.Policy, want)
+		}
+	}
+	if got := cfg.Policies[0].Match.Methods; len(got) != 1 {
+		t.Errorf("compiling changed the config's methods: %q", got)
+	}
+}
+
 // validatingKeys is fakeKeys that can tell a well-formed key without I/O, as apikeys.Store can.
 type validatingKeys struct{ fakeKeys }
 

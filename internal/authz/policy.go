@@ -7,6 +7,7 @@ package authz
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -56,7 +57,7 @@ func compilePolicies(ps []config.Policy) ([]*policy, map[string]*policy, error) 
 			name:          p.Name,
 			pathPrefix:    p.Match.PathPrefix,
 			caseSensitive: p.Match.CaseSensitive,
-			methods:       p.Match.Methods,
+			methods:       withHead(p.Match.Methods),
 			host:          strings.ToLower(p.Match.Host),
 			auth:          p.Auth,
 			roles:         p.Roles,
@@ -141,6 +142,15 @@ func (p *policy) matches(method, host, path string) bool {
 		}
 	}
 	return true
+}
+
+// withHead adds HEAD to methods that list GET, as Express routes a HEAD request to app.get
+// handlers: otherwise a HEAD request would slip past a GET-only policy into a later one.
+func withHead(methods []string) []string {
+	if !slices.Contains(methods, "GET") || slices.Contains(methods, "HEAD") {
+		return methods
+	}
+	return append(slices.Clip(methods), "HEAD")
 }
 
 // hostEqual compares a configured host with a request's :authority, ignoring case and a port.

@@ -147,7 +147,14 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 		return nil, domainLabel, status.Error(codes.InvalidArgument, "rate limit descriptor list must not be empty")
 	}
 
-	states := make([]descriptorState, len(descs))
+	// Requests carry a few descriptors: their state, quotas and response parts come from
+	// arrays sized once per request (and, up to smallDescs, from the stack).
+	var stateBuf [smallDescs]descriptorState
+	states := stateBuf[:0]
+	if len(descs) > smallDescs {
+		states = make([]descriptorState, 0, len(descs))
+	}
+	states = states[:len(descs)]
 	for i, d := range descs {
 		st := &states[i]
 		st.hit = -1
@@ -220,7 +227,10 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 		OverallCode: rlsv3.RateLimitResponse_OK,
 		Statuses:    make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(descs)),
 	}
-	var quotas []ratelimit.Quota
+	statuses := make([]rlsv3.RateLimitResponse_DescriptorStatus, len(descs))
+	var limits []rlsv3.RateLimitResponse_RateLimit // for the counted descriptors, made on first use
+	var quotaBuf [smallDescs]ratelimit.Quota
+	quotas := quotaBuf[:0]
 	if res.Now.IsZero() {
 		// Nothing went to Redis (every counter was answered locally): the local clock is the
 		// only one there is, and only legacy headers' absolute reset time reads it.
@@ -229,7 +239,8 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 	nowUnix := res.Now.Unix()
 	for i := range states {
 		st := &states[i]
-		ds := &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
+		ds := &statuses[i]
+		ds.Code = rlsv3.RateLimitResponse_OK
 		resp.Statuses[i] = ds
 		switch {
 		case st.limit == nil:
@@ -256,11 +267,12 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 			if over && !st.cached && !lim.ShadowMode {
 				s.over.add(cacheKey(st.key, lim.Window), localNow.Add(reset), localNow)
 			}
-			ds.CurrentLimit = &rlsv3.RateLimitResponse_RateLimit{
-				Name:            lim.Name,
-				RequestsPerUnit: lim.RequestsPerUnit,
-				Unit:            lim.Unit,
+			if limits == nil {
+				limits = make([]rlsv3.RateLimitResponse_RateLimit, len(descs))
 			}
+			cl := &limits[i]
+			cl.Name, cl.RequestsPerUnit, cl.Unit = lim.Name, lim.RequestsPerUnit, lim.Unit
+			ds.CurrentLimit = cl
 			ds.LimitRemaining = uint32(remaining)
 			ds.DurationUntilReset = durationpb.New(reset)
 			st.code = "OK"
@@ -299,12 +311,21 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 		}
 	}
 	if len(quotas) > 0 {
-		for _, h := range ratelimit.AppendHeaders(nil, s.headers, quotas, res.Now) {
-			resp.ResponseHeadersToAdd = append(resp.ResponseHeadersToAdd, &corev3.HeaderValue{Key: h.Name, Value: h.Value})
+		var hbuf [6]ratelimit.Header
+		hs := ratelimit.AppendHeaders(hbuf[:0], s.headers, quotas, res.Now)
+		vals := make([]corev3.HeaderValue, len(hs))
+		resp.ResponseHeadersToAdd = make([]*corev3.HeaderValue, len(hs))
+		for i, h := range hs {
+			vals[i].Key, vals[i].Value = h.Name, h.Value
+			resp.ResponseHeadersToAdd[i] = &vals[i]
 		}
 	}
 	return resp, domainLabel, nil
 }
+
+// smallDescs is how many descriptors a request may carry before decide's per-request arrays
+// move from the stack to the heap.
+const smallDescs = 4
 
 // cacheKey names a counter in one window size: the same descriptor under an override with
 // another unit is another counter.

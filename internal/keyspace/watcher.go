@@ -177,6 +177,7 @@ func (w *Watcher) session(ctx context.Context, ws []watch) error {
 		probeDeadline time.Time
 		nextProbe     time.Time
 		lastMsg       = time.Now()
+		pingSent      time.Time // of a PING not answered yet
 		warned        bool
 	)
 	startProbe := func() error {
@@ -202,7 +203,7 @@ func (w *Watcher) session(ctx context.Context, ws []watch) error {
 				return fmt.Errorf("keyspace: receive: %w", err)
 			}
 		} else {
-			lastMsg = now
+			lastMsg, pingSent = now, time.Time{}
 		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
@@ -249,10 +250,15 @@ func (w *Watcher) session(ctx context.Context, ws []watch) error {
 			}
 		}
 		if err != nil && now.Sub(lastMsg) >= w.opts.Ping {
+			// A connection that died without a reset (a NAT or a node gone) accepts writes and
+			// never answers: a PING unanswered for a whole interval ends the subscription.
+			if !pingSent.IsZero() {
+				return errors.New("keyspace: the subscription did not answer PING")
+			}
 			if err := ps.Ping(ctx); err != nil {
 				return fmt.Errorf("keyspace: ping: %w", err)
 			}
-			lastMsg = now
+			lastMsg, pingSent = now, now
 		}
 	}
 }

@@ -172,6 +172,19 @@ func TestRestartDeactivatesThenRecovers(t *testing.T) {
 	eventually(t, "events after the restart", 2*time.Second, func() bool { _, got := tg.state(); return len(got) > 0 })
 }
 
+// A subscription whose server stops answering without closing the connection (a hung node, a
+// NAT that forgot the flow) is noticed by its unanswered PING, and the caches go off.
+func TestSilentConnectionDeactivates(t *testing.T) {
+	s := redistest.Start(t, "--notify-keyspace-events", "KA")
+	tg := &recorder{}
+	// Retry is long, so that only the PING can notice: no re-probe, no reconnect during the test.
+	w := run(t, s, 0, Options{Retry: time.Minute, Ping: 100 * time.Millisecond}, map[string]Target{"sess:": tg})
+	eventually(t, "active", 3*time.Second, w.Active)
+	s.Pause()
+	defer s.Resume()
+	eventually(t, "inactive after the server fell silent", 2*time.Second, func() bool { on, _ := tg.state(); return !on })
+}
+
 func TestGlobEscape(t *testing.T) {
 	for in, want := range map[string]string{"sess:": "sess:", "a*b?c[d]e\\": `a\*b\?c\[d\]e\\`} {
 		if got := globEscape(in); got != want {

@@ -187,6 +187,23 @@ func (s *Server) Restart() {
 	s.start()
 }
 
+// Pause stops the process (SIGSTOP) without closing its connections: a server that hangs, or
+// a network path that drops everything without a reset. Resume undoes it; Stop works either way.
+func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.t.Helper()
+	if s.cmd == nil {
+		s.t.Fatal("redistest: the server is not running")
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatalf("redistest: signal %v: %v", sig, err)
+	}
+}
+
 // Running reports whether the process is alive.
 func (s *Server) Running() bool {
 	if s.cmd == nil {

@@ -128,9 +128,11 @@ type engineState struct {
 	apiKeyHeaders []string
 	keepKeyHeader bool
 	stripCookie   bool
-	// identityHeaders are every header the session mapping can set, sorted.
+	// identityHeaders are every header the session and API key mappings can set, sorted.
 	identityHeaders []string
-	cookieName      string
+	// keyHeaders map API key record fields to upstream headers, sorted by header.
+	keyHeaders []keyHeader
+	cookieName string
 }
 
 // New compiles cfg's policies into an Engine.
@@ -163,9 +165,17 @@ func (e *Engine) Load(cfg *config.Config) error {
 		stripCookie:   cfg.Sessions.StripCookie,
 		cookieName:    cfg.Sessions.Cookie,
 	}
-	for _, h := range sortedKeys(cfg.Sessions.Headers) {
-		st.identityHeaders = append(st.identityHeaders, h)
+	for _, h := range sortedKeys(cfg.APIKeys.IdentityHeaders) {
+		st.keyHeaders = append(st.keyHeaders, keyHeader{name: h, field: cfg.APIKeys.IdentityHeaders[h]})
 	}
+	seen := map[string]bool{}
+	for _, h := range append(sortedKeys(cfg.Sessions.Headers), sortedKeys(cfg.APIKeys.IdentityHeaders)...) {
+		if !seen[h] {
+			seen[h] = true
+			st.identityHeaders = append(st.identityHeaders, h)
+		}
+	}
+	sort.Strings(st.identityHeaders)
 	e.state.Store(st)
 	return nil
 }

@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -466,5 +467,59 @@ func TestForeignBearerFallsBackToSession(t *testing.T) {
 	d = e.Decide(ctx, req("GET", "/api/x", "authorization", "Bearer k-basic", "cookie", "sid=bob"))
 	if !d.Allow || d.Kind != KindAPIKey {
 		t.Fatalf("our key + session: %+v", d)
+	}
+}
+
+// apikeys.identity_headers sets headers from the key's record; a header shared with the session
+// mapping carries whichever principal decided, and every configured identity header a decision
+// does not set is removed, so a client cannot send its own.
+func TestAPIKeyIdentityHeaders(t *testing.T) {
+	cfg, err := config.Parse("t.yaml", []byte(`
+sessions: {secrets: [s], headers: {x-user-id: userId}}
+apikeys:
+  identity_headers: {x-user-id: owner, x-api-key-id: id, x-api-key-scopes: scopes, x-api-key-name: name}
+policies:
+  - {name: api, auth: any}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(cfg, Options{
+		Sessions: fakeSessions{table: map[string]*sessions.Session{"s1": {ID: "s1", Subject: "alice", Headers: []sessions.Header{{Name: "x-user-id", Value: "alice"}}}}},
+		Keys: fakeKeys{table: map[string]apikeys.Record{
+			"k-1":   {ID: "kid1", Owner: "team-a", Scopes: []string{"read", "write"}},
+			"k-bad": {ID: "kid2", Owner: "evil\r\nx-admin: 1"},
+		}},
+		Limiter: nopLimiter{},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := e.Decide(context.Background(), req("GET", "/x", "x-api-key", "k-1", "x-api-key-name", "forged"))
+	if !d.Allow {
+		t.Fatalf("key denied: %+v", d)
+	}
+	for name, want := range map[string]string{"x-user-id": "team-a", "x-api-key-id": "kid1", "x-api-key-scopes": "read,write"} {
+		if got, ok := header(d.SetHeaders, name); !ok || got != want {
+			t.Errorf("%s = %q, %v; want %q", name, got, ok, want)
+		}
+	}
+	if _, ok := header(d.SetHeaders, "x-api-key-name"); ok || !slices.Contains(d.RemoveHeaders, "x-api-key-name") {
+		t.Errorf("an empty field must remove the header, not set it: set %v, remove %v", d.SetHeaders, d.RemoveHeaders)
+	}
+
+	d = e.Decide(context.Background(), req("GET", "/x", "x-api-key", "k-bad"))
+	if got, ok := header(d.SetHeaders, "x-user-id"); ok {
+		t.Errorf("a value with CR/LF reached a header: %q", got)
+	}
+
+	d = e.Decide(context.Background(), req("GET", "/x", "cookie", "sid=s1", "x-api-key-id", "forged"))
+	if got, _ := header(d.SetHeaders, "x-user-id"); !d.Allow || got != "alice" {
+		t.Fatalf("session decision: %+v", d)
+	}
+	for _, h := range []string{"x-api-key-id", "x-api-key-scopes", "x-api-key-name"} {
+		if !slices.Contains(d.RemoveHeaders, h) {
+			t.Errorf("session decision keeps a client's %s: remove %v", h, d.RemoveHeaders)
+		}
 	}
 }

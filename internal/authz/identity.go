@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/extauthz/extauthz/internal/apikeys"
 	"github.com/extauthz/extauthz/internal/ratelimit"
@@ -68,7 +69,7 @@ func (e *Engine) identify(ctx context.Context, st *engineState, p *policy, r *Re
 		if !ok {
 			return anon, 401, "unauthenticated", nil
 		}
-		return e.byKey(ctx, key, h)
+		return e.byKey(ctx, st, key, h)
 	case AuthSession:
 		return e.bySession(ctx, r)
 	case AuthAny:
@@ -77,7 +78,7 @@ func (e *Engine) identify(ctx context.Context, st *engineState, p *policy, r *Re
 		// session decides.
 		if e.opts.Keys != nil {
 			if key, h, ok := apikeys.FromHeaders(r.Headers, st.apiKeyHeaders); ok && e.wellFormed(key) {
-				return e.byKey(ctx, key, h)
+				return e.byKey(ctx, st, key, h)
 			}
 		}
 		if e.opts.Sessions != nil {
@@ -98,7 +99,7 @@ func (e *Engine) wellFormed(key string) bool {
 }
 
 // byKey resolves key, found in header (which is stripped upstream whatever the outcome).
-func (e *Engine) byKey(ctx context.Context, key, header string) (identity, int, string, error) {
+func (e *Engine) byKey(ctx context.Context, st *engineState, key, header string) (identity, int, string, error) {
 	anon := identity{kind: KindNone, keyHeader: header}
 	rec, err := e.opts.Keys.Lookup(ctx, key)
 	switch {
@@ -115,8 +116,41 @@ func (e *Engine) byKey(ctx context.Context, key, header string) (identity, int, 
 		principal: rec.ID,
 		tier:      rec.Tier,
 		scopes:    rec.Scopes,
+		headers:   st.keyIdentity(rec),
 		keyHeader: header,
 	}, 0, "", nil
+}
+
+// keyHeader is one apikeys.identity_headers entry.
+type keyHeader struct{ name, field string }
+
+// keyIdentity returns the upstream headers apikeys.identity_headers asks for, from rec. Empty
+// values, and values unfit for a header (CR, LF or NUL), are left out: the header is then
+// removed like any identity header the decision does not set.
+func (st *engineState) keyIdentity(rec apikeys.Record) []ratelimit.Header {
+	if len(st.keyHeaders) == 0 {
+		return nil
+	}
+	hs := make([]ratelimit.Header, 0, len(st.keyHeaders))
+	for _, kh := range st.keyHeaders {
+		var v string
+		switch kh.field {
+		case "id":
+			v = rec.ID
+		case "owner":
+			v = rec.Owner
+		case "name":
+			v = rec.Name
+		case "tier":
+			v = rec.Tier
+		case "scopes":
+			v = strings.Join(rec.Scopes, ",")
+		}
+		if v != "" && !strings.ContainsAny(v, "\r\n\x00") {
+			hs = append(hs, ratelimit.Header{Name: kh.name, Value: v})
+		}
+	}
+	return hs
 }
 
 func (e *Engine) bySession(ctx context.Context, r *Request) (identity, int, string, error) {

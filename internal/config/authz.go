@@ -25,6 +25,8 @@ var (
 	limitAlgos     = []string{"fixed", "sliding", "gcra"}
 	limitSubjects  = []string{"principal", "ip", "apikey", "header:NAME"}
 	defaultAPIKeys = []string{"x-api-key", "authorization"}
+	// APIKeyFields are the record fields apikeys.identity_headers may name.
+	APIKeyFields = []string{"id", "owner", "name", "tier", "scopes"}
 )
 
 // Sessions configures express-session cookies resolved against connect-redis records. Sessions
@@ -69,6 +71,10 @@ type APIKeys struct {
 	Headers []string `yaml:"headers"`
 	// KeepHeader forwards the key's header upstream; by default it is removed.
 	KeepHeader bool `yaml:"keep_header"`
+	// IdentityHeaders maps an upstream request header to a field of the key's record (id,
+	// owner, name, tier or scopes), set when a request is allowed by an API key, as
+	// sessions.headers does for sessions. A client's own copy is always removed.
+	IdentityHeaders map[string]string `yaml:"identity_headers"`
 }
 
 // Limits configures the Redis keys of policy limits.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -57,6 +58,16 @@ func (k *checker) apiKeys() {
 	}
 	for i, h := range a.Headers {
 		k.headerName(fmt.Sprintf("apikeys.headers[%d]", i), h)
+	}
+	for _, name := range sortedKeys(a.IdentityHeaders) {
+		path, field := "apikeys.identity_headers."+name, a.IdentityHeaders[name]
+		k.headerName(path, name)
+		if !slices.Contains(APIKeyFields, field) {
+			k.fail(path, field, "%q is not a key record field: use one of %s", field, strings.Join(APIKeyFields, ", "))
+		}
+		if slices.Contains(a.Headers, name) {
+			k.fail(path, field, "%q is where the key itself comes in (apikeys.headers)", name)
+		}
 	}
 }
 

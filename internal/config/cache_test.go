@@ -50,16 +50,3 @@ func TestCacheFromYAML(t *testing.T) {
 		t.Fatalf("unknown key: %v", err)
 	}
 }
-
-func TestAPIKeyIdentityHeadersChecked(t *testing.T) {
-	c := Default()
-	c.APIKeys.IdentityHeaders = map[string]string{"x-key-owner": "owner", "X-Bad": "id", "x-what": "secret", "x-api-key": "id"}
-	var got []string
-	for _, p := range problems(t, c.Validate()) {
-		got = append(got, p.Path)
-	}
-	want := "apikeys.identity_headers.X-Bad apikeys.identity_headers.x-api-key apikeys.identity_headers.x-what"
-	if strings.Join(got, " ") != want {
-		t.Errorf("problems at %q, want %q", got, want)
-	}
-}

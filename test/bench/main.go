@@ -70,6 +70,9 @@ func (b *bench) progress(format string, a ...any) {
 	fmt.Fprintf(b.stderr, "[%4.0fs] %s\n", time.Since(b.started).Seconds(), fmt.Sprintf(format, a...))
 }
 
+// sidecarGOMAXPROCS, when positive, is the sidecar's GOMAXPROCS (-sidecar-gomaxprocs).
+var sidecarGOMAXPROCS int
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -78,6 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	extauthzBin := fs.String("extauthz-bin", "", "benchmark this extauthz `BINARY` instead of building ./cmd/extauthz (e.g. a release, to compare)")
 	var soakOpts soakOptions
 	soakOpts.register(fs)
+	fs.IntVar(&sidecarGOMAXPROCS, "sidecar-gomaxprocs", 0, "run the sidecar (only) with GOMAXPROCS=`N`, as a Kubernetes CPU limit of N cores or less sets it; 0 inherits the environment")
 	// Every mode's private redis-server: the sidecar's local session/API key cache needs these.
 	fs.StringVar(&soakOpts.redisNotify, "redis-notify", "KA", "the private redis-server's notify-keyspace-events, which the sidecar's local session/API key cache needs (\"\": off, every Check reads its session from Redis)")
 	if err := fs.Parse(args); err != nil {
@@ -160,6 +164,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	m := machine{
 		cpus: runtime.NumCPU(), model: cpuModel(), kernel: readTrim("/proc/sys/kernel/osrelease"),
 		goVersion: goVersion(ctx, goBin), redisVersion: redisVersion(ctx), redisNotify: soakOpts.redisNotify,
+		sidecarProcs: sidecarGOMAXPROCS,
 	}
 	fmt.Fprintf(b.raw, "# %s\n# machine: %s\n# started: %s\n", command, m, b.started.Format(time.RFC3339))
 
@@ -294,6 +299,10 @@ type sidecarAddrs struct {
 
 // startSidecar starts `extauthz serve` on free loopback ports and waits for /readyz.
 func startSidecar(ctx context.Context, dir, bin, redisURL, rlsDir, cfgPath string) (*proc, sidecarAddrs, error) {
+	var env []string
+	if sidecarGOMAXPROCS > 0 {
+		env = []string{"GOMAXPROCS=" + strconv.Itoa(sidecarGOMAXPROCS)}
+	}
 	var ports [3]int
 	for i := range ports {
 		p, err := freePort()
@@ -303,7 +312,7 @@ func startSidecar(ctx context.Context, dir, bin, redisURL, rlsDir, cfgPath strin
 		ports[i] = p
 	}
 	addr := func(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
-	p, err := startProc(dir, "extauthz", bin, nil, "serve", "--config", cfgPath,
+	p, err := startProcEnv(dir, "extauthz", bin, env, nil, "serve", "--config", cfgPath,
 		"--grpc-addr", addr(ports[0]), "--http-addr", addr(ports[1]), "--admin-addr", addr(ports[2]),
 		"--redis-url", redisURL, "--rls-config-dir", rlsDir)
 	if err != nil {

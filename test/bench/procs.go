@@ -29,12 +29,21 @@ type proc struct {
 // startProc starts bin with its output in dir/name.log. stdout, if not nil, receives the
 // process's standard output instead of the log (the null server announces its address there).
 func startProc(dir, name, bin string, stdout io.Writer, args ...string) (*proc, error) {
+	return startProcEnv(dir, name, bin, nil, stdout, args...)
+}
+
+// startProcEnv is startProc with extra environment variables ("NAME=value") on top of the
+// bench's own.
+func startProcEnv(dir, name, bin string, env []string, stdout io.Writer, args ...string) (*proc, error) {
 	logPath := filepath.Join(dir, name+".log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if stdout != nil {
 		cmd.Stdout = stdout

@@ -15,12 +15,17 @@ type machine struct {
 	redisVersion  string
 	// redisNotify is the private Redis's notify-keyspace-events ("" when off).
 	redisNotify string
+	// sidecarProcs is the sidecar's GOMAXPROCS when -sidecar-gomaxprocs set it, else 0.
+	sidecarProcs int
 }
 
 func (m machine) String() string {
 	s := fmt.Sprintf("%d × %s, Linux %s, %s, Redis %s", m.cpus, m.model, m.kernel, m.goVersion, m.redisVersion)
 	if m.redisNotify != "" {
 		s += " (notify-keyspace-events " + m.redisNotify + ")"
+	}
+	if m.sidecarProcs > 0 {
+		s += fmt.Sprintf(", sidecar GOMAXPROCS=%d", m.sidecarProcs)
 	}
 	return s
 }

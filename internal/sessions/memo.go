@@ -6,9 +6,10 @@ import (
 )
 
 // memo remembers the Session built from a session's JSON, keyed by session id, so that a
-// request whose GET returns the very bytes seen before skips parsing them again. Redis is
-// still asked on every request: a logout (the key deleted) or a changed session is seen at
-// once, and the memo only saves CPU. It keeps two generations of at most max entries each.
+// request whose GET returns the very bytes seen before skips parsing them again. The memo
+// never skips the GET, so it cannot hide a logout or a changed session: it only saves CPU.
+// (The optional session cache, cache.go, is what skips the GET, under its own rules.) It keeps
+// two generations of at most max entries each.
 type memo struct {
 	mu       sync.RWMutex
 	cur, old map[string]memoEntry

@@ -146,6 +146,9 @@ func (s *Store) GoString() string { return s.String() }
 // the go-redis or context error and is not ErrNoSession, so that the caller can apply its
 // failure policy. No error says anything about the cookie or the sid.
 //
+// With Options.Cache, an active cache answers for sessions and unknown sids it holds without
+// the GET (see CacheOptions).
+//
 // When touching is on and this process has not touched the session within TouchEvery,
 // Resolve also sends EXPIRE under ctx after the GET; its failure is not Resolve's.
 func (s *Store) Resolve(ctx context.Context, cookieHeader string) (*Session, error) {

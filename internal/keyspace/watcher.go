@@ -236,9 +236,16 @@ func (w *Watcher) session(ctx context.Context, ws []watch) error {
 		if !probeDeadline.IsZero() && !now.Before(probeDeadline) {
 			probeSeen, probeDeadline = nil, time.Time{}
 			nextProbe = now.Add(w.opts.Retry)
+			wasActive := w.Active()
 			w.setActive(false)
 			if !warned {
-				w.log.Warn("Redis sends no keyspace notifications, so the local session/API key caches stay off: set notify-keyspace-events to include "+RequiredFlags+" (for example \"KA\")",
+				// Off from the start is Redis's default and only costs speed: info. Notifications
+				// that stopped while in use are a change someone should hear about: a warning.
+				logf := w.log.Info
+				if wasActive {
+					logf = w.log.Warn
+				}
+				logf("Redis sends no keyspace notifications, so the local session/API key caches are off: set notify-keyspace-events to include "+RequiredFlags+" (for example \"KA\") to turn them on",
 					zap.Duration("probe_again_in", w.opts.Retry))
 				warned = true
 			}

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"math"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -59,6 +61,7 @@ type Service struct {
 	log     *zap.Logger
 	m       *metrics.Metrics
 	over    *overCache
+	counts  labelCache
 }
 
 // NewService returns a Service counting with counter and matching with cfg (nil: no domains).
@@ -125,7 +128,7 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		code = "OVER_LIMIT"
 	}
 	if s.m != nil {
-		s.m.RLSRequests.WithLabelValues(domainLabel, code).Inc()
+		s.counts.counter(s.m.RLSRequests, false, domainLabel, "", code).Inc()
 		s.m.RLSDuration.WithLabelValues(code).Observe(time.Since(start).Seconds())
 	}
 	return resp, err
@@ -307,7 +310,7 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 			if st.limit != nil {
 				rule = st.limit.Rule
 			}
-			s.m.RLSDescriptors.WithLabelValues(domainLabel, rule, st.code).Inc()
+			s.counts.counter(s.m.RLSDescriptors, true, domainLabel, rule, st.code).Inc()
 		}
 	}
 	if len(quotas) > 0 {
@@ -321,6 +324,44 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 		}
 	}
 	return resp, domainLabel, nil
+}
+
+// labelCache keeps the counters of the request and descriptor metrics by their labels, so that a
+// request does not hash and validate its label values again: every label is bounded by the
+// configuration (domain, rule) or a closed set (code), and so is the cache.
+type labelCache struct {
+	mu sync.RWMutex
+	m  map[labelKey]prometheus.Counter
+}
+
+// labelKey names one counter of vec; withRule is false for vectors labelled by domain and
+// code only (RLSRequests), true for domain, rule and code (RLSDescriptors).
+type labelKey struct {
+	vec              *prometheus.CounterVec
+	withRule         bool
+	domain, rule, cd string
+}
+
+func (c *labelCache) counter(vec *prometheus.CounterVec, withRule bool, domain, rule, code string) prometheus.Counter {
+	k := labelKey{vec: vec, withRule: withRule, domain: domain, rule: rule, cd: code}
+	c.mu.RLock()
+	ctr, ok := c.m[k]
+	c.mu.RUnlock()
+	if ok {
+		return ctr
+	}
+	if withRule {
+		ctr = vec.WithLabelValues(domain, rule, code)
+	} else {
+		ctr = vec.WithLabelValues(domain, code)
+	}
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = make(map[labelKey]prometheus.Counter)
+	}
+	c.m[k] = ctr
+	c.mu.Unlock()
+	return ctr
 }
 
 // smallDescs is how many descriptors a request may carry before decide's per-request arrays

@@ -10,6 +10,7 @@ import (
 	"github.com/extauthz/extauthz/internal/authz"
 	"github.com/extauthz/extauthz/internal/config"
 	"github.com/extauthz/extauthz/internal/keyspace"
+	"github.com/extauthz/extauthz/internal/localcache"
 	"github.com/extauthz/extauthz/internal/metrics"
 	"github.com/extauthz/extauthz/internal/ratelimit"
 	"github.com/extauthz/extauthz/internal/redisconn"
@@ -44,8 +45,7 @@ func buildEngine(cfg *config.Config, rc *redisconn.Client, backend decisionRedis
 			sopts.TouchTTL, sopts.TouchEvery = t.TTL.D(), t.Every.D()
 		}
 		if watcher != nil {
-			c := cfg.Cache
-			sopts.Cache = &sessions.CacheOptions{TTL: c.TTL.D(), NegativeTTL: c.NegativeTTL.D(), MaxEntries: c.MaxEntries, Observe: m.CacheObserver("session")}
+			sopts.Cache = cacheOptions(cfg.Cache, m.CacheObserver("session"))
 		}
 		st, err := sessions.New(backend, sopts)
 		if err != nil {
@@ -58,8 +58,7 @@ func buildEngine(cfg *config.Config, rc *redisconn.Client, backend decisionRedis
 	}
 	kopts := apikeys.Options{Prefix: cfg.APIKeys.Prefix, TokenPrefix: cfg.APIKeys.TokenPrefix}
 	if watcher != nil {
-		c := cfg.Cache
-		kopts.Cache = &apikeys.CacheOptions{TTL: c.TTL.D(), NegativeTTL: c.NegativeTTL.D(), MaxEntries: c.MaxEntries, Observe: m.CacheObserver("apikey")}
+		kopts.Cache = cacheOptions(cfg.Cache, m.CacheObserver("apikey"))
 	}
 	ks, err := apikeys.New(rc.Redis(), kopts)
 	if err != nil {
@@ -98,6 +97,11 @@ func newWatcher(cfg *config.Config, rc *redisconn.Client, log *zap.Logger, m *me
 			}
 		},
 	})
+}
+
+// cacheOptions are the session or API key cache's settings from the cache section.
+func cacheOptions(c config.Cache, observe func(string)) *localcache.Options {
+	return &localcache.Options{TTL: c.TTL.D(), NegativeTTL: c.NegativeTTL.D(), MaxEntries: c.MaxEntries, Observe: observe}
 }
 
 // cacheTarget is t, or, when the cache does not require keyspace notifications, t switched

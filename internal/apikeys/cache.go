@@ -1,10 +1,6 @@
 package apikeys
 
-import (
-	"time"
-
-	"github.com/extauthz/extauthz/internal/localcache"
-)
+import "github.com/extauthz/extauthz/internal/localcache"
 
 // CacheOptions turns on the local record cache: records, and hashes of keys never issued, are
 // kept in memory so that a request with a cached key makes no Redis call. The cache serves
@@ -12,26 +8,9 @@ import (
 // invalidate every change of a record key, as the keyspace watcher does, so that a revoke is
 // seen at once. Each entry lives at most TTL, which bounds the staleness if a change is ever
 // missed. A key's expiry is checked on every hit, against the cached record.
-type CacheOptions struct {
-	TTL         time.Duration
-	NegativeTTL time.Duration
-	MaxEntries  int
-	// Observe, when set, hears every lookup's result: hit, negative_hit, miss or bypass, and
-	// "evicted" for each entry dropped to make room.
-	Observe func(result string)
-}
-
-func newCache(o *CacheOptions) *localcache.Cache[Record] {
-	lo := localcache.Options{TTL: o.TTL, NegativeTTL: o.NegativeTTL, MaxEntries: o.MaxEntries}
-	if o.Observe != nil {
-		lo.OnEvict = func(n int) {
-			for range n {
-				o.Observe("evicted")
-			}
-		}
-	}
-	return localcache.New[Record](lo)
-}
+//
+// Observe hears every lookup's result (see localcache.Options).
+type CacheOptions = localcache.Options
 
 // Invalidation returns the cache's invalidation side, keyed by the record key minus the
 // prefix (the key's hash), or nil when the cache is off. The cache starts inactive.
@@ -43,10 +22,4 @@ func (s *Store) Invalidation() interface {
 		return nil
 	}
 	return s.cache
-}
-
-func (s *Store) observe(result string) {
-	if s.onCache != nil {
-		s.onCache(result)
-	}
 }

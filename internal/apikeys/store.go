@@ -91,8 +91,7 @@ type Store struct {
 	rand io.Reader
 	now  func() time.Time
 	// cache is nil when Options.Cache is.
-	cache   *localcache.Cache[Record]
-	onCache func(string)
+	cache *localcache.Cache[Record]
 }
 
 // New returns a Store over rdb. It makes no Redis call.
@@ -118,7 +117,7 @@ func New(rdb Redis, opts Options) (*Store, error) {
 		now:         time.Now,
 	}
 	if opts.Cache != nil {
-		s.cache, s.onCache = newCache(opts.Cache), opts.Cache.Observe
+		s.cache = localcache.New[Record](*opts.Cache)
 	}
 	return s, nil
 }
@@ -179,16 +178,9 @@ func (s *Store) Lookup(ctx context.Context, key string) (Record, error) {
 		rec, res := c.Get(h)
 		switch res {
 		case localcache.Hit:
-			s.observe("hit")
 			return s.judge(rec)
 		case localcache.NegativeHit:
-			s.observe("negative_hit")
 			return Record{}, ErrNotFound
-		}
-		if c.Active() {
-			s.observe("miss")
-		} else {
-			s.observe("bypass")
 		}
 		// Taken before the read, so that a revoke racing with it voids the Put below.
 		ticket = c.Ticket(h)

@@ -46,8 +46,8 @@ type Cache[V any] struct {
 	active     atomic.Bool
 	// now returns the time since base on the monotonic clock; tests replace it.
 	now func() time.Duration
-	// OnEvict, when set, is called with the number of entries dropped to make room.
-	onEvict func(int)
+	// observe is Options.Observe, or a no-op.
+	observe func(string)
 }
 
 type shard[V any] struct {
@@ -70,8 +70,10 @@ type Options struct {
 	NegativeTTL time.Duration
 	// MaxEntries bounds the number of entries (spread over shards, so approximate).
 	MaxEntries int
-	// OnEvict, when set, hears how many live entries were dropped to stay under MaxEntries.
-	OnEvict func(n int)
+	// Observe, when set, hears every Get's result: hit, negative_hit, miss (active cache, not
+	// found in it) or bypass (inactive cache); and "evicted" for each live entry dropped to
+	// stay under MaxEntries.
+	Observe func(result string)
 }
 
 // New returns an inactive cache: Get misses and Put stores nothing until SetActive(true).
@@ -80,7 +82,10 @@ func New[V any](o Options) *Cache[V] {
 	if maxPer < 1 {
 		maxPer = 1
 	}
-	c := &Cache[V]{seed: maphash.MakeSeed(), maxPer: maxPer, ttl: o.TTL, negTT: o.NegativeTTL, base: time.Now(), onEvict: o.OnEvict}
+	c := &Cache[V]{seed: maphash.MakeSeed(), maxPer: maxPer, ttl: o.TTL, negTT: o.NegativeTTL, base: time.Now(), observe: o.Observe}
+	if c.observe == nil {
+		c.observe = func(string) {}
+	}
 	c.now = func() time.Duration { return time.Since(c.base) }
 	for i := range c.shards {
 		c.shards[i].m = make(map[string]entry[V])
@@ -107,6 +112,7 @@ func (c *Cache[V]) SetActive(on bool) {
 func (c *Cache[V]) Get(key string) (V, Result) {
 	var zero V
 	if !c.active.Load() {
+		c.observe("bypass")
 		return zero, Miss
 	}
 	s := c.shard(key)
@@ -120,10 +126,13 @@ func (c *Cache[V]) Get(key string) (V, Result) {
 	s.mu.Unlock()
 	switch {
 	case !ok:
+		c.observe("miss")
 		return zero, Miss
 	case e.neg:
+		c.observe("negative_hit")
 		return zero, NegativeHit
 	}
+	c.observe("hit")
 	return e.v, Hit
 }
 
@@ -172,8 +181,8 @@ func (c *Cache[V]) put(key string, t uint64, e entry[V], life, maxLife time.Dura
 	}
 	s.m[key] = e
 	s.mu.Unlock()
-	if evicted > 0 && c.onEvict != nil {
-		c.onEvict(evicted)
+	for range evicted {
+		c.observe("evicted")
 	}
 }
 

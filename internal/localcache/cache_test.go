@@ -111,7 +111,11 @@ func TestInvalidationVoidsOutstandingTicket(t *testing.T) {
 
 func TestBounded(t *testing.T) {
 	evicted := 0
-	c, _ := newTest(t, Options{TTL: time.Minute, MaxEntries: 320, OnEvict: func(n int) { evicted += n }})
+	c, _ := newTest(t, Options{TTL: time.Minute, MaxEntries: 320, Observe: func(r string) {
+		if r == "evicted" {
+			evicted++
+		}
+	}})
 	for i := range 10000 {
 		k := strconv.Itoa(i)
 		c.Put(k, c.Ticket(k), k, 0)

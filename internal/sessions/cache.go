@@ -13,32 +13,14 @@ import (
 // key, as the keyspace watcher does. Each entry lives at most TTL, and at most until the
 // session's own cookie.expires when that is still ahead, which bounds the staleness if a
 // change is ever missed.
-type CacheOptions struct {
-	TTL         time.Duration
-	NegativeTTL time.Duration
-	MaxEntries  int
-	// Observe, when set, hears every lookup's result: hit, negative_hit, miss (active cache,
-	// not found in it) or bypass (inactive cache), and "evicted" for each entry dropped to
-	// make room.
-	Observe func(result string)
-}
+//
+// Observe hears every lookup's result (see localcache.Options).
+type CacheOptions = localcache.Options
 
 // cached is one cache entry.
 type cached struct {
 	sess     *Session
 	touchSec int64
-}
-
-func newCache(o *CacheOptions) *localcache.Cache[cached] {
-	lo := localcache.Options{TTL: o.TTL, NegativeTTL: o.NegativeTTL, MaxEntries: o.MaxEntries}
-	if o.Observe != nil {
-		lo.OnEvict = func(n int) {
-			for range n {
-				o.Observe("evicted")
-			}
-		}
-	}
-	return localcache.New[cached](lo)
 }
 
 // Invalidation returns the cache's invalidation side, keyed by sid (the Redis key minus the
@@ -52,12 +34,6 @@ func (s *Store) Invalidation() interface {
 		return nil
 	}
 	return s.cache
-}
-
-func (s *Store) observe(result string) {
-	if s.onCache != nil {
-		s.onCache(result)
-	}
 }
 
 // lifeFrom returns how long a session expiring at exp may stay cached from now: until exp when

@@ -97,8 +97,7 @@ type Store struct {
 	memo  *memo
 	now   func() time.Time
 	// cache is nil when Options.Cache is.
-	cache   *localcache.Cache[cached]
-	onCache func(string)
+	cache *localcache.Cache[cached]
 }
 
 // memoSize bounds each generation of parsed sessions kept (about 1 KiB an entry).
@@ -116,7 +115,7 @@ func New(rdb Redis, opts Options) (*Store, error) {
 	}
 	s := &Store{rdb: rdb, cfg: cfg, now: time.Now, memo: newMemo(memoSize)}
 	if opts.Cache != nil {
-		s.cache, s.onCache = newCache(opts.Cache), opts.Cache.Observe
+		s.cache = localcache.New[cached](*opts.Cache)
 	}
 	if cfg.touchTTL > 0 {
 		s.touch = newTouchMemory(cfg.touchEvery, s.now())
@@ -172,17 +171,10 @@ func (s *Store) Resolve(ctx context.Context, cookieHeader string) (*Session, err
 		v, res := c.Get(sid)
 		switch res {
 		case localcache.Hit:
-			s.observe("hit")
 			s.maybeTouch(ctx, key, sid, v.touchSec)
 			return v.sess, nil
 		case localcache.NegativeHit:
-			s.observe("negative_hit")
 			return nil, errNotFound
-		}
-		if c.Active() {
-			s.observe("miss")
-		} else {
-			s.observe("bypass")
 		}
 		// The ticket is taken before the GET, so that an invalidation racing with it voids
 		// the Put below.

@@ -70,6 +70,23 @@ func (b *bench) progress(format string, a ...any) {
 	fmt.Fprintf(b.stderr, "[%4.0fs] %s\n", time.Since(b.started).Seconds(), fmt.Sprintf(format, a...))
 }
 
+// newWorkDir makes a run's directory for the binaries and the servers' logs. done, deferred
+// with the run's error, removes it after a success and keeps it, named on stderr, for a look
+// at the logs after a failure.
+func newWorkDir(prefix string, stderr io.Writer) (dir string, done func(error), err error) {
+	dir, err = os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	return dir, func(runErr error) {
+		if runErr == nil {
+			os.RemoveAll(dir)
+		} else {
+			fmt.Fprintf(stderr, "bench: binaries and server logs kept in %s\n", dir)
+		}
+	}, nil
+}
+
 // sidecarGOMAXPROCS, when positive, is the sidecar's GOMAXPROCS (-sidecar-gomaxprocs).
 var sidecarGOMAXPROCS int
 
@@ -120,19 +137,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	ctx, cancel := context.WithDeadline(ctx, b.deadline)
 	defer cancel()
 
-	dir, err := os.MkdirTemp("", "extauthz-bench-")
+	dir, done, err := newWorkDir("extauthz-bench-", stderr)
 	if err != nil {
 		return err
 	}
-	// The directory holds the binaries and the servers' logs: it goes once the run succeeded,
-	// and stays for a look at the logs when it did not.
-	defer func() {
-		if err == nil {
-			os.RemoveAll(dir)
-		} else {
-			fmt.Fprintf(stderr, "bench: binaries and server logs kept in %s\n", dir)
-		}
-	}()
+	defer func() { done(err) }()
 
 	rawFile, err := openRaw(*out)
 	if err != nil {

@@ -175,17 +175,11 @@ func runSoak(ctx context.Context, o soakOptions, command, out, extauthzBin strin
 	ctx, cancel := context.WithTimeout(ctx, o.duration+o.burst+soakSetupAllowance)
 	defer cancel()
 
-	dir, err := os.MkdirTemp("", "extauthz-soak-")
+	dir, done, err := newWorkDir("extauthz-soak-", stderr)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err == nil {
-			os.RemoveAll(dir)
-		} else {
-			fmt.Fprintf(stderr, "bench: binaries and server logs kept in %s\n", dir)
-		}
-	}()
+	defer func() { done(err) }()
 	csvPath := out
 	if csvPath == "" {
 		csvPath = filepath.Join(os.TempDir(), "extauthz-soak-"+s.started.Format("20060102-150405")+".csv")

@@ -1,0 +1,242 @@
+package redisconn
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+)
+
+// RESP2, the Redis wire protocol, for the decision hot path (see pipe.go): commands are
+// encoded straight into a connection's write buffer, and replies are decoded into the value
+// types go-redis gives its callers (int64, string, []interface{}, nil), so that the results
+// can be handed back as ordinary go-redis Cmds.
+
+// maxBulk and maxArray bound what a reply may announce before it is read, so that a corrupt
+// or hostile length cannot make the reader allocate without limit. Nothing the sidecar asks
+// for comes near them.
+const (
+	maxBulk  = 64 << 20
+	maxArray = 1 << 20
+	// maxDepth bounds nested arrays; the scripts' replies are flat.
+	maxDepth = 8
+)
+
+// errProtocol marks a reply that is not RESP2. The connection is closed after one.
+var errProtocol = errors.New("redis protocol error")
+
+// replyError is an error reply ("-ERR ...", "-NOSCRIPT ..."). It is a go-redis Error, so
+// redis.HasErrorPrefix and the callers' NOSCRIPT and WRONGTYPE checks work unchanged. It
+// belongs to its command only; the connection stays usable.
+type replyError string
+
+func (e replyError) Error() string { return string(e) }
+
+// RedisError marks the type as a Redis error reply for go-redis.
+func (replyError) RedisError() {}
+
+// appendCommand appends one command as a RESP array of bulk strings.
+func appendCommand(b []byte, args ...string) []byte {
+	b = appendHeader(b, '*', len(args))
+	for _, a := range args {
+		b = appendBulk(b, a)
+	}
+	return b
+}
+
+func appendHeader(b []byte, kind byte, n int) []byte {
+	b = append(b, kind)
+	b = strconv.AppendInt(b, int64(n), 10)
+	return append(b, '\r', '\n')
+}
+
+func appendBulk(b []byte, s string) []byte {
+	b = appendHeader(b, '$', len(s))
+	b = append(b, s...)
+	return append(b, '\r', '\n')
+}
+
+// appendArg appends one argument as a bulk string, formatted the way go-redis formats it.
+// Scalars are accepted; anything else is an error rather than a guess at its text form.
+func appendArg(b []byte, v interface{}) ([]byte, error) {
+	var tmp [32]byte
+	var num []byte
+	switch v := v.(type) {
+	case nil:
+		return appendBulk(b, ""), nil
+	case string:
+		return appendBulk(b, v), nil
+	case []byte:
+		return appendBulkBytes(b, v), nil
+	case int:
+		num = strconv.AppendInt(tmp[:0], int64(v), 10)
+	case int8:
+		num = strconv.AppendInt(tmp[:0], int64(v), 10)
+	case int16:
+		num = strconv.AppendInt(tmp[:0], int64(v), 10)
+	case int32:
+		num = strconv.AppendInt(tmp[:0], int64(v), 10)
+	case int64:
+		num = strconv.AppendInt(tmp[:0], v, 10)
+	case time.Duration:
+		num = strconv.AppendInt(tmp[:0], v.Nanoseconds(), 10)
+	case uint:
+		num = strconv.AppendUint(tmp[:0], uint64(v), 10)
+	case uint8:
+		num = strconv.AppendUint(tmp[:0], uint64(v), 10)
+	case uint16:
+		num = strconv.AppendUint(tmp[:0], uint64(v), 10)
+	case uint32:
+		num = strconv.AppendUint(tmp[:0], uint64(v), 10)
+	case uint64:
+		num = strconv.AppendUint(tmp[:0], v, 10)
+	case float32:
+		num = strconv.AppendFloat(tmp[:0], float64(v), 'f', -1, 64)
+	case float64:
+		num = strconv.AppendFloat(tmp[:0], v, 'f', -1, 64)
+	case bool:
+		if v {
+			return appendBulk(b, "1"), nil
+		}
+		return appendBulk(b, "0"), nil
+	default:
+		return b, fmt.Errorf("redisconn: cannot send an argument of type %T", v)
+	}
+	return appendBulkBytes(b, num), nil
+}
+
+func appendBulkBytes(b, s []byte) []byte {
+	b = appendHeader(b, '$', len(s))
+	b = append(b, s...)
+	return append(b, '\r', '\n')
+}
+
+// readReply reads one reply. A Redis error reply comes back as a replyError value (not as the
+// error result), so that one failed command does not look like a broken connection; the error
+// result is only for I/O and protocol failures, after which the connection must be closed.
+func readReply(r *bufio.Reader) (interface{}, error) {
+	return readValue(r, 0)
+}
+
+func readValue(r *bufio.Reader, depth int) (interface{}, error) {
+	line, err := readLine(r)
+	if err != nil {
+		return nil, err
+	}
+	switch line[0] {
+	case '+':
+		return string(line[1:]), nil
+	case '-':
+		return replyError(line[1:]), nil
+	case ':':
+		n, err := parseInt(line[1:])
+		if err != nil {
+			return nil, err
+		}
+		return n, nil
+	case '$':
+		n, err := parseInt(line[1:])
+		if err != nil {
+			return nil, err
+		}
+		if n == -1 {
+			return nil, nil
+		}
+		if n < 0 || n > maxBulk {
+			return nil, fmt.Errorf("%w: bulk length %d", errProtocol, n)
+		}
+		if int(n)+2 <= r.Size() {
+			// Fits in the read buffer: one copy, straight into the string.
+			b, err := r.Peek(int(n) + 2)
+			if err != nil {
+				return nil, err
+			}
+			if b[n] != '\r' || b[n+1] != '\n' {
+				return nil, fmt.Errorf("%w: bulk string not terminated by CRLF", errProtocol)
+			}
+			s := string(b[:n])
+			_, _ = r.Discard(int(n) + 2)
+			return s, nil
+		}
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return nil, err
+		}
+		if buf[n] != '\r' || buf[n+1] != '\n' {
+			return nil, fmt.Errorf("%w: bulk string not terminated by CRLF", errProtocol)
+		}
+		return string(buf[:n]), nil
+	case '*':
+		n, err := parseInt(line[1:])
+		if err != nil {
+			return nil, err
+		}
+		if n == -1 {
+			return nil, nil
+		}
+		if n < 0 || n > maxArray {
+			return nil, fmt.Errorf("%w: array length %d", errProtocol, n)
+		}
+		if depth >= maxDepth {
+			return nil, fmt.Errorf("%w: arrays nested deeper than %d", errProtocol, maxDepth)
+		}
+		out := make([]interface{}, n)
+		for i := range out {
+			if out[i], err = readValue(r, depth+1); err != nil {
+				return nil, err
+			}
+			// An error inside an array (a script's pcall result) stays a value, the way
+			// go-redis returns it.
+		}
+		return out, nil
+	default:
+		return nil, fmt.Errorf("%w: unexpected reply type %q", errProtocol, line[0])
+	}
+}
+
+// readLine returns one CRLF-terminated line without its CRLF. The slice is only valid until
+// the next read.
+func readLine(r *bufio.Reader) ([]byte, error) {
+	line, err := r.ReadSlice('\n')
+	if err != nil {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return nil, fmt.Errorf("%w: line longer than %d bytes", errProtocol, r.Size())
+		}
+		return nil, err
+	}
+	if len(line) < 3 || line[len(line)-2] != '\r' {
+		return nil, fmt.Errorf("%w: malformed line %q", errProtocol, line)
+	}
+	return line[:len(line)-2], nil
+}
+
+// parseInt parses a RESP integer without allocating.
+func parseInt(b []byte) (int64, error) {
+	if len(b) == 0 || len(b) > 20 {
+		return 0, fmt.Errorf("%w: bad integer %q", errProtocol, b)
+	}
+	neg := b[0] == '-'
+	if neg {
+		b = b[1:]
+		if len(b) == 0 {
+			return 0, fmt.Errorf("%w: bad integer %q", errProtocol, "-")
+		}
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("%w: bad integer %q", errProtocol, b)
+		}
+		d := int64(c - '0')
+		if n > (1<<63-1-d)/10 {
+			return 0, fmt.Errorf("%w: integer out of range %q", errProtocol, b)
+		}
+		n = n*10 + d
+	}
+	if neg {
+		n = -n
+	}
+	return n, nil
+}

@@ -130,11 +130,14 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, log *zap.
 	defer rc.Close()
 	log.Info("redis configured", zap.String("redis", rc.Describe()), zap.Bool("embedded", rc.Embedded()), zap.Duration("timeout", rc.Timeout()))
 
-	backend := decisionBackend(cfg.Redis, rc, m)
+	backend, closeBackend := decisionBackend(cfg.Redis, rc, m)
+	defer closeBackend()
+	_, bounded := backend.(*redisconn.Pipe)
 	svc := rls.NewService(ratelimit.NewFixedWindow(backend), nil, rls.Options{
 		Prefix:             cfg.RateLimit.Prefix,
 		Headers:            format,
 		Timeout:            rc.Timeout(),
+		CounterBounded:     bounded,
 		Logger:             log.Named("rls"),
 		Metrics:            m,
 		OverLimitCacheSize: cfg.RateLimit.OverLimitCacheSize,
@@ -260,17 +263,19 @@ type decisionRedis interface {
 	sessions.Redis
 }
 
-// decisionBackend returns the Redis the decisions use: a Batcher that coalesces concurrent
-// decisions' commands into pipelines, or the client itself when pipeline_slots is 0.
-func decisionBackend(r config.Redis, rc *redisconn.Client, m *metrics.Metrics) decisionRedis {
+// decisionBackend returns the Redis the decisions use: a Pipe that pipelines concurrent
+// decisions' commands over pipeline_slots connections, or the go-redis client itself when
+// pipeline_slots is 0. The returned func closes the Pipe; call it before closing rc.
+func decisionBackend(r config.Redis, rc *redisconn.Client, m *metrics.Metrics) (decisionRedis, func()) {
 	if r.PipelineSlots == 0 {
-		return rc.Redis()
+		return rc.Redis(), func() {}
 	}
-	return redisconn.NewBatcher(rc.Redis(), redisconn.BatchOptions{
-		Slots:    r.PipelineSlots,
+	p := rc.NewPipe(redisconn.PipeOptions{
+		Conns:    r.PipelineSlots,
 		MaxBatch: r.PipelineMax,
 		Observe:  func(n int) { m.RedisPipeline.Observe(float64(n)) },
 	})
+	return p, func() { _ = p.Close() }
 }
 
 func redisOptions(r config.Redis) redisconn.Options {

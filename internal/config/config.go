@@ -26,8 +26,9 @@ const (
 	MaxRedisTimeout = 10 * time.Second
 
 	// DefaultPipelineSlots and DefaultPipelineMax tune how the Redis commands of concurrent
-	// decisions are coalesced into pipelines.
-	DefaultPipelineSlots = 4
+	// decisions are coalesced into pipelines. One connection with one pipeline in flight
+	// makes the largest batches: the fewest system calls in the sidecar and in Redis.
+	DefaultPipelineSlots = 1
 	DefaultPipelineMax   = 128
 
 	DefaultResponseHeaders = "draft-7"
@@ -108,7 +109,8 @@ type Redis struct {
 	// TLS applies to rediss:// URLs only.
 	TLS TLS `yaml:"tls"`
 	// PipelineSlots is how many pipelines of coalesced decision commands may be in flight at
-	// once; 0 turns coalescing off (every command is its own round trip).
+	// once: the decisions' own Redis connections, each with one pipeline in flight. 0 turns
+	// coalescing off (every command is its own round trip on the shared go-redis pool).
 	PipelineSlots int `yaml:"pipeline_slots"`
 	// PipelineMax caps the commands in one pipeline.
 	PipelineMax int `yaml:"pipeline_max"`

@@ -44,6 +44,10 @@ func newEmbedded(opts Options, log *zap.Logger) (*Client, error) {
 		timeout:  opts.Timeout,
 		desc:     "embedded in-memory store at " + m.Addr(),
 		embedded: s,
+
+		ep:          ep,
+		dialer:      newDialer(ep, opts.DialTimeout, nil),
+		dialTimeout: opts.DialTimeout,
 	}, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -61,6 +62,11 @@ type Client struct {
 	desc     string
 	embedded *embeddedStore // nil unless the embedded store is in use
 
+	// For NewPipe: the server and how to reach it.
+	ep          endpoint
+	dialer      func(ctx context.Context) (net.Conn, error)
+	dialTimeout time.Duration
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -104,10 +110,28 @@ func New(opts Options, log *zap.Logger) (*Client, error) {
 		return nil, fmt.Errorf("redisconn: tls options need a rediss:// url, not %s://", ep.scheme)
 	}
 	return &Client{
-		rdb:     redis.NewUniversalClient(universalOptions(ep, opts, tlsConf)),
-		timeout: opts.Timeout,
-		desc:    ep.describe(),
+		rdb:         redis.NewUniversalClient(universalOptions(ep, opts, tlsConf)),
+		timeout:     opts.Timeout,
+		desc:        ep.describe(),
+		ep:          ep,
+		dialer:      newDialer(ep, opts.DialTimeout, tlsConf),
+		dialTimeout: opts.DialTimeout,
 	}, nil
+}
+
+// newDialer connects to ep the way go-redis does: TCP (or a unix socket for a path) with
+// keep-alives, then TLS when tlsConf is set, its server name defaulting to the host.
+func newDialer(ep endpoint, timeout time.Duration, tlsConf *tls.Config) func(ctx context.Context) (net.Conn, error) {
+	network, addr := "tcp", ep.addrs[0]
+	if strings.HasPrefix(addr, "/") {
+		network = "unix"
+	}
+	nd := &net.Dialer{Timeout: timeout}
+	if tlsConf != nil {
+		td := &tls.Dialer{NetDialer: nd, Config: tlsConf}
+		return func(ctx context.Context) (net.Conn, error) { return td.DialContext(ctx, network, addr) }
+	}
+	return func(ctx context.Context) (net.Conn, error) { return nd.DialContext(ctx, network, addr) }
 }
 
 // withDefaults fills zero values and rejects negative ones, reporting every problem at once.

@@ -18,6 +18,15 @@ import (
 )
 
 // newClient builds a Client that is closed when the test ends.
+// newPipe returns c's Pipe, closed at the end of the test (before c, whose cleanup ran
+// earlier registered).
+func newPipe(t *testing.T, c *Client, opts PipeOptions) *Pipe {
+	t.Helper()
+	p := c.NewPipe(opts)
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
 func newClient(t *testing.T, opts Options) *Client {
 	t.Helper()
 	c, err := New(opts, zaptest.NewLogger(t))
@@ -132,7 +141,18 @@ func TestURLVariants(t *testing.T) {
 			if got, err := peek(t, addr, tt.db, "variant"); err != nil || got != tt.name {
 				t.Errorf("db %d holds %q (%v), want %q", tt.db, got, err, tt.name)
 			}
+			// The hot path's Pipe dials on its own: same server, database and user.
+			p := newPipe(t, c, PipeOptions{})
+			if err := p.Eval(cctx, "return redis.call('SET', KEYS[1], ARGV[1])", []string{"pipe-variant"}, tt.name).Err(); err != nil {
+				t.Fatalf("Pipe EVAL SET: %v", err)
+			}
+			if got, err := peek(t, addr, tt.db, "pipe-variant"); err != nil || got != tt.name {
+				t.Errorf("Pipe: db %d holds %q (%v), want %q", tt.db, got, err, tt.name)
+			}
 			if tt.db != 0 {
+				if got, err := peek(t, addr, 0, "pipe-variant"); !errors.Is(err, redis.Nil) {
+					t.Errorf("Pipe: db 0 holds %q (%v), want nothing: the write went to the wrong db", got, err)
+				}
 				if got, err := peek(t, addr, 0, "variant"); !errors.Is(err, redis.Nil) {
 					t.Errorf("db 0 holds %q (%v), want nothing: the write went to the wrong db", got, err)
 				}
@@ -141,6 +161,24 @@ func TestURLVariants(t *testing.T) {
 				got, err := c.Redis().Do(cctx, "ACL", "WHOAMI").Text()
 				if err != nil || got != tt.whoami {
 					t.Errorf("ACL WHOAMI = %q (%v), want %q", got, err, tt.whoami)
+				}
+				// Scripts may not run ACL WHOAMI: find the Pipe's connection, the one whose
+				// last command was the EVAL above, in CLIENT LIST.
+				list, err := c.Redis().ClientList(cctx).Result()
+				if err != nil {
+					t.Fatalf("CLIENT LIST: %v", err)
+				}
+				found := false
+				for _, line := range strings.Split(list, "\n") {
+					if strings.Contains(line, " cmd=eval") {
+						found = true
+						if !strings.Contains(line, " user="+tt.whoami+" ") {
+							t.Errorf("Pipe connection %q is not authenticated as %s", line, tt.whoami)
+						}
+					}
+				}
+				if !found {
+					t.Errorf("no connection ran EVAL in CLIENT LIST:\n%s", list)
 				}
 			}
 			if d := c.Describe(); strings.Contains(d, "s3cret") || strings.Contains(d, "alice") || strings.Contains(d, "nope") {
@@ -175,9 +213,13 @@ func TestAuthErrorsHideThePassword(t *testing.T) {
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Ping error = %q, want it to say %s", err, tt.want)
 			}
-			// The command path reports the same error; neither may carry a password.
+			// The command path and the Pipe report the same error; none may carry a password.
 			err2 := c.Redis().Get(ctx, "k").Err()
-			for _, e := range []error{err, err2} {
+			err3 := newPipe(t, c, PipeOptions{}).Get(ctx, "k").Err()
+			if err3 == nil || !strings.Contains(err3.Error(), tt.want) {
+				t.Errorf("Pipe GET error = %v, want it to say %s", err3, tt.want)
+			}
+			for _, e := range []error{err, err2, err3} {
 				if e != nil && (strings.Contains(e.Error(), "hunter2") || strings.Contains(e.Error(), "s3cret")) {
 					t.Errorf("error %q repeats a password", e)
 				}

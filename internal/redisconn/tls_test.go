@@ -69,6 +69,7 @@ func TestTLS(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newClient(t, Options{URL: tt.url, TLS: tt.tls, Timeout: time.Second})
+			p := newPipe(t, c, PipeOptions{})
 			err := c.Ping(context.Background())
 			switch {
 			case tt.wantErr == "" && err != nil:
@@ -78,9 +79,19 @@ func TestTLS(t *testing.T) {
 			case tt.wantErr != "" && !strings.Contains(err.Error(), tt.wantErr):
 				t.Errorf("Ping error = %q, want it to contain %q", err, tt.wantErr)
 			}
+			// The Pipe dials with the same TLS settings, and fails the same way.
+			pctx, pcancel := c.WithTimeout(context.Background())
+			defer pcancel()
+			perr := p.Eval(pctx, "return redis.call('SET', KEYS[1], ARGV[1])", []string{"pipe-over"}, "tls").Err()
+			if (perr == nil) != (err == nil) {
+				t.Errorf("Ping error %v but Pipe error %v", err, perr)
+			}
 			if err != nil {
-				t.Logf("error: %v", err)
+				t.Logf("error: %v; pipe: %v", err, perr)
 				return
+			}
+			if got, err := s.Do(context.Background(), "GET", "pipe-over"); err != nil || got != "tls" {
+				t.Errorf("GET on the plain port = %q (%v), want %q", got, err, "tls")
 			}
 			ctx, cancel := c.WithTimeout(context.Background())
 			defer cancel()

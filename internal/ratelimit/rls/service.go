@@ -39,6 +39,9 @@ type Options struct {
 	Headers ratelimit.Format
 	// Timeout bounds the Redis round trip of one request (default 25ms).
 	Timeout time.Duration
+	// CounterBounded says the counter's Redis client already bounds every call by Timeout
+	// (redisconn.Pipe does), so the service derives no per-request context and timer for it.
+	CounterBounded bool
 	// Logger receives problems; nil means no logging.
 	Logger *zap.Logger
 	// Metrics receives counters; nil means none.
@@ -58,6 +61,7 @@ type Service struct {
 	prefix  string
 	headers ratelimit.Format
 	timeout time.Duration
+	bounded bool
 	log     *zap.Logger
 	m       *metrics.Metrics
 	over    *overCache
@@ -80,6 +84,7 @@ func NewService(counter Counter, cfg *Config, opts Options) *Service {
 		prefix:  opts.Prefix,
 		headers: opts.Headers,
 		timeout: opts.Timeout,
+		bounded: opts.CounterBounded,
 		log:     opts.Logger,
 		m:       opts.Metrics,
 		over:    newOverCache(opts.OverLimitCacheSize),
@@ -202,11 +207,16 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 
 	var res ratelimit.FixedWindowResult
 	if len(hits) > 0 {
-		cctx, cancel := ratelimit.Bound(ctx, s.timeout)
+		cctx, cancel := ctx, context.CancelFunc(nil)
+		if !s.bounded {
+			cctx, cancel = ratelimit.Bound(ctx, s.timeout)
+		}
 		t0 := time.Now()
 		var err error
 		res, err = s.counter.Add(cctx, hits)
-		cancel()
+		if cancel != nil {
+			cancel()
+		}
 		if s.m != nil {
 			s.m.RedisDuration.WithLabelValues("rls_fixed_window").Observe(time.Since(t0).Seconds())
 		}

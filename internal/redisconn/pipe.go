@@ -26,10 +26,14 @@ import (
 // Redis, instead of one of each per command.
 //
 // Each connection has one goroutine that reads the replies, matches them to the commands in
-// order and wakes their callers; when a batch is complete it writes the next one. A caller
-// stops waiting when its context ends (its command may still run). A connection that gives
-// no reply for Timeout while commands are due, or fails a read or a write, is closed, every
-// command on it fails, and the next command dials a new one.
+// order and wakes their callers; when a batch is complete it writes the next one.
+//
+// Every call is bounded by Timeout from when it is made, so callers need no deadline of their
+// own: the reply due next is awaited until its call's deadline (the connection's read
+// deadline), and a reply later than that means the connection is broken. A broken connection
+// (that, or a failed read or write) is closed, every command on it fails, and the next command
+// dials a new one. A caller also stops waiting when its context ends; its command may still
+// run.
 //
 // The commands are RESP2 (resp.go) with go-redis result types, so callers see the same
 // *redis.Cmd values and errors (redis.Nil, NOSCRIPT, WRONGTYPE) as from a go-redis client.

@@ -128,9 +128,14 @@ func (p *Pipe) Get(ctx context.Context, key string) *redis.StringCmd {
 	return redis.NewStringResult(s, nil)
 }
 
-// Expire runs EXPIRE in whole seconds.
+// Expire runs EXPIRE in whole seconds; like go-redis, it rounds a TTL under a second up to
+// one, since EXPIRE 0 would delete the key.
 func (p *Pipe) Expire(ctx context.Context, key string, ttl time.Duration) *redis.BoolCmd {
-	v, err := p.do(ctx, &command{name: "EXPIRE", first: key, args: []interface{}{int64(ttl / time.Second)}})
+	sec := int64(ttl / time.Second)
+	if ttl > 0 && sec == 0 {
+		sec = 1
+	}
+	v, err := p.do(ctx, &command{name: "EXPIRE", first: key, args: []interface{}{sec}})
 	if err != nil {
 		return redis.NewBoolResult(false, err)
 	}

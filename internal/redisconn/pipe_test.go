@@ -122,6 +122,11 @@ func TestPipeRepliesAndErrors(t *testing.T) {
 	if ttl, _ := s.Do(ctx, "TTL", "k"); ttl != ":60" {
 		t.Errorf("TTL k = %s, want :60", ttl)
 	}
+	ok, err = p.Expire(ctx, "k", 300*time.Millisecond).Result()
+	check("EXPIRE under a second", err)
+	if ttl, _ := s.Do(ctx, "TTL", "k"); !ok || ttl != ":1" {
+		t.Errorf("EXPIRE k 300ms: %v, TTL %s, want the key kept with TTL 1", ok, ttl)
+	}
 	ok, err = p.Expire(ctx, "missing", time.Minute).Result()
 	check("EXPIRE missing", err)
 	if ok {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -481,5 +482,63 @@ func BenchmarkPipeParallel(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// Redis restarts under load: every call returns within its bound, calls succeed again
+// afterwards, and Close leaves no goroutine of the Pipe behind.
+func TestPipeRestartUnderLoad(t *testing.T) {
+	const timeout = 100 * time.Millisecond
+	s := redistest.Start(t)
+	c := newClient(t, Options{URL: s.URL(), Timeout: timeout})
+	before := runtime.NumGoroutine()
+	p := c.NewPipe(PipeOptions{Conns: 2})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var calls, failed, late atomic.Int64
+	for w := 0; w < 16; w++ {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				start := time.Now()
+				err := p.Eval(context.Background(), incrScript, []string{fmt.Sprintf("w%d", w)}).Err()
+				if time.Since(start) > timeout+300*time.Millisecond {
+					late.Add(1)
+				}
+				calls.Add(1)
+				if err != nil {
+					failed.Add(1)
+					time.Sleep(time.Millisecond)
+				}
+			}
+		})
+	}
+	time.Sleep(200 * time.Millisecond)
+	s.Restart()
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if late.Load() != 0 {
+		t.Errorf("%d of %d calls took longer than the timeout plus 300ms", late.Load(), calls.Load())
+	}
+	t.Logf("%d of %d calls failed across the restart", failed.Load(), calls.Load())
+	if failed.Load() == calls.Load() {
+		t.Errorf("every call failed, before the restart too")
+	}
+	waitFor(t, 3*time.Second, func() error { return p.Eval(context.Background(), incrScript, []string{"after"}).Err() })
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The workers are done and Close waited for the readers and dials.
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines after Close, %d before the Pipe", n, before)
 	}
 }

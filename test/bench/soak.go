@@ -44,6 +44,10 @@ type soakOptions struct {
 // CPUs, written out so that the connection bound does not depend on the machine.
 const soakPoolSize = 20
 
+// soakPipelineSlots is the sidecar's pipelined decision connections (redis.pipeline_slots),
+// which are not part of the pool.
+const soakPipelineSlots = 1
+
 // soakConns is the number of gRPC connections the load uses, as in the benchmark.
 const soakConns = 4
 
@@ -75,9 +79,9 @@ func (o *soakOptions) register(fs *flag.FlagSet) {
 	fs.Float64Var(&o.th.growthFloorMiB, "growth-floor-mib", 4, "soak: heap or RSS growth below this many MiB never fails")
 	fs.Float64Var(&o.th.fdGrowth, "max-fd-growth", 10, "soak: open descriptors may grow by this many")
 	fs.Float64Var(&o.th.maxRSSMiB, "max-rss-mib", 64, "soak: the sidecar's RSS must stay under this many MiB in every sample and at its peak (VmHWM)")
-	// The pool, the sampler's connection, and one for the subscription to keyspace
-	// notifications that feeds the local cache.
-	fs.Float64Var(&o.th.maxRedisClients, "max-redis-clients", soakPoolSize+2, "soak: connected_clients of the private redis-server must stay at or under this (pool size "+strconv.Itoa(soakPoolSize)+", the sampler, a keyspace subscription)")
+	// The pool, the decisions' pipelined connections, the sampler's connection, and one for
+	// the subscription to keyspace notifications that feeds the local cache.
+	fs.Float64Var(&o.th.maxRedisClients, "max-redis-clients", soakPoolSize+soakPipelineSlots+2, "soak: connected_clients of the private redis-server must stay at or under this (pool size "+strconv.Itoa(soakPoolSize)+", "+strconv.Itoa(soakPipelineSlots)+" pipelined, the sampler, a keyspace subscription)")
 	fs.Float64Var(&o.th.maxErrorRate, "max-error-rate", 0.01, "soak: share of calls that may fail (an answer of the wrong kind always fails)")
 }
 
@@ -126,7 +130,7 @@ const soakSecret = "soak-secret"
 // its production default (denials logged, sampled by the logger).
 var soakConfig = `
 log: {level: info, format: json}
-redis: {pool_size: ` + strconv.Itoa(soakPoolSize) + `}
+redis: {pool_size: ` + strconv.Itoa(soakPoolSize) + `, pipeline_slots: ` + strconv.Itoa(soakPipelineSlots) + `}
 sessions:
   secrets: [` + soakSecret + `]
   subject: userId

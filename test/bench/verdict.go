@@ -47,8 +47,9 @@ type thresholds struct {
 	// maxRSSMiB is issue 4's ceiling on the sidecar's RSS, checked against every sample and
 	// the kernel's peak (VmHWM), burst included.
 	maxRSSMiB float64
-	// maxRedisClients bounds connected_clients in every sample: the sidecar's pool size plus
-	// the sampler's one connection.
+	// maxRedisClients bounds connected_clients in every sample: the sidecar's pool size, its
+	// pipelined decision connections, the sampler's one connection and the cache's keyspace
+	// subscription.
 	maxRedisClients float64
 	// maxErrorRate is the share of calls that may fail (a gRPC error, a timeout, a Check
 	// answered error_response), over the run. Failures are not growth, but a sidecar that

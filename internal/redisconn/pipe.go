@@ -182,6 +182,7 @@ func (c *command) appendTo(b []byte) ([]byte, error) {
 type pipeCall struct {
 	end      int       // where the command ends in the connection's write buffer, while it waits there
 	deadline time.Time // the reply is due by then, or the connection is broken
+	giveUp   time.Time // the caller stops waiting then (deadline, or ctx's if sooner): not sent after
 	val      interface{}
 	err      error
 	done     chan struct{} // buffered: the reader never blocks on a caller that gave up
@@ -201,6 +202,10 @@ func (p *Pipe) do(ctx context.Context, cmd *command) (interface{}, error) {
 	c := p.pick()
 	call := pipeCallPool.Get().(*pipeCall)
 	call.deadline = time.Now().Add(p.timeout)
+	call.giveUp = call.deadline
+	if d, ok := ctx.Deadline(); ok && d.Before(call.giveUp) {
+		call.giveUp = d
+	}
 	if err := c.enqueue(ctx, call, cmd); err != nil {
 		pipeCallPool.Put(call)
 		return nil, err
@@ -272,7 +277,7 @@ type pipeConn struct {
 	retryAt time.Time
 
 	acc     []byte      // encoded commands of waiting, not yet written
-	free    []byte      // a spare buffer for acc
+	free    []byte      // a spare buffer for the next batch's bytes
 	waiting []*pipeCall // calls whose commands are in acc, in order
 	sent    []*pipeCall // the batch in flight: written, replies due in this order
 	head    int         // sent[head] is the next reply's call
@@ -306,26 +311,48 @@ func (c *pipeConn) enqueue(ctx context.Context, call *pipeCall, cmd *command) er
 	}
 	nc, gen, out, n := c.takeBatchLocked()
 	c.mu.Unlock()
-	c.write(nc, gen, out, n)
+	if n > 0 {
+		c.write(nc, gen, out, n)
+	}
 	return nil
 }
 
 // takeBatchLocked moves up to maxBatch waiting calls into the batch in flight and returns
-// their bytes to write. The caller writes them after unlocking.
+// their bytes to write (n is 0 when there is nothing to write). The caller writes them after
+// unlocking. A waiting call whose caller has already given up is not sent: it fails at once,
+// so that a backlog behind a slow Redis does not become load on it, or hits counted for
+// requests that were already answered without them.
 func (c *pipeConn) takeBatchLocked() (nc net.Conn, gen uint64, out []byte, n int) {
-	n = min(len(c.waiting), c.p.maxBatch)
-	cut := c.waiting[n-1].end
-	out = c.acc[:cut]
-	rest := c.acc[cut:]
-	c.acc = append(c.free[:0], rest...)
+	now := time.Now()
+	out = c.free[:0]
 	c.free = nil
-	c.sent = append(c.sent[:0], c.waiting[:n]...)
-	c.head = 0
-	m := copy(c.waiting, c.waiting[n:])
+	c.sent, c.head = c.sent[:0], 0
+	prev, i := 0, 0
+	for ; i < len(c.waiting) && len(c.sent) < c.p.maxBatch; i++ {
+		w := c.waiting[i]
+		cmd := c.acc[prev:w.end]
+		prev = w.end
+		if !now.Before(w.giveUp) {
+			w.err = fmt.Errorf("redisconn: not sent to %s: %w while it waited for the pipeline", c.p.desc, context.DeadlineExceeded)
+			w.done <- struct{}{} // buffered, and completed only here
+			continue
+		}
+		out = append(out, cmd...)
+		c.sent = append(c.sent, w)
+	}
+	// Drop what was taken from the buffer and the queue; the rest moves to the front.
+	rest := copy(c.acc, c.acc[prev:])
+	c.acc = c.acc[:rest]
+	m := copy(c.waiting, c.waiting[i:])
 	clear(c.waiting[m:])
 	c.waiting = c.waiting[:m]
 	for _, w := range c.waiting {
-		w.end -= cut
+		w.end -= prev
+	}
+	n = len(c.sent)
+	if n == 0 {
+		c.free = out
+		return c.nc, c.gen, nil, 0
 	}
 	c.busy = true
 	c.inFlight.Store(true)
@@ -483,26 +510,27 @@ func (c *pipeConn) readLoop(nc net.Conn, br *bufio.Reader, gen uint64) {
 		c.head++
 		var out []byte
 		var n int
-		switch {
-		case c.head < len(c.sent):
+		if c.head < len(c.sent) {
 			if br.Buffered() == 0 {
 				// The next read may block: it waits for the next call's reply, until that
 				// call's deadline.
 				_ = nc.SetReadDeadline(c.sent[c.head].deadline)
 			}
-		case len(c.waiting) > 0:
-			_, _, out, n = c.takeBatchLocked()
-		default:
-			c.sent = c.sent[:0]
-			c.head = 0
-			c.busy = false
-			c.inFlight.Store(false)
-			_ = nc.SetReadDeadline(time.Time{})
+		} else {
+			c.sent, c.head = c.sent[:0], 0
+			if len(c.waiting) > 0 {
+				_, _, out, n = c.takeBatchLocked()
+			}
+			if n == 0 {
+				c.busy = false
+				c.inFlight.Store(false)
+				_ = nc.SetReadDeadline(time.Time{})
+			}
 		}
 		c.mu.Unlock()
 		call.val = v
 		call.done <- struct{}{}
-		if out != nil {
+		if n > 0 {
 			c.write(nc, gen, out, n)
 		}
 	}

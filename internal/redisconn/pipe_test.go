@@ -542,3 +542,44 @@ func TestPipeRestartUnderLoad(t *testing.T) {
 		t.Errorf("%d goroutines after Close, %d before the Pipe", n, before)
 	}
 }
+
+// Commands whose callers gave up while they waited behind a slow batch are never sent: no
+// load on a struggling Redis, and no hits counted for requests already answered.
+func TestPipeSkipsCommandsOfCallersThatGaveUp(t *testing.T) {
+	s, p := startPipe(t, 2*time.Second, PipeOptions{})
+	ctx := context.Background()
+	if err := p.Eval(ctx, incrScript, []string{"warm"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Do(ctx, "CLIENT", "PAUSE", "300", "ALL"); err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan error, 1)
+	go func() { first <- p.Eval(ctx, incrScript, []string{"first"}).Err() }()
+	time.Sleep(50 * time.Millisecond) // the first call is now the batch in flight
+	var wg sync.WaitGroup
+	var timedOut atomic.Int64
+	for i := 0; i < 8; i++ {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+			defer cancel()
+			if err := p.Eval(cctx, incrScript, []string{"gave-up"}).Err(); IsTimeout(err) {
+				timedOut.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if err := <-first; err != nil {
+		t.Fatalf("the call in flight during the pause: %v", err)
+	}
+	if timedOut.Load() != 8 {
+		t.Fatalf("%d of 8 short calls timed out", timedOut.Load())
+	}
+	// The next call goes out on the same, healthy connection; the abandoned INCRs never ran.
+	if err := p.Eval(ctx, incrScript, []string{"after"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Do(ctx, "EXISTS", "gave-up"); err != nil || n != ":0" {
+		t.Fatalf("EXISTS gave-up = %s %v: commands of callers that gave up were sent", n, err)
+	}
+}

@@ -32,8 +32,9 @@ import (
 // own: the reply due next is awaited until its call's deadline (the connection's read
 // deadline), and a reply later than that means the connection is broken. A broken connection
 // (that, or a failed read or write) is closed, every command on it fails, and the next command
-// dials a new one. A caller also stops waiting when its context ends; its command may still
-// run.
+// dials a new one. A caller also stops waiting when its context ends. Its command may still
+// run if it was sent already; one still waiting for the pipeline in flight when its deadline
+// (or its context's) passes is dropped.
 //
 // The commands are RESP2 (resp.go) with go-redis result types, so callers see the same
 // *redis.Cmd values and errors (redis.Nil, NOSCRIPT, WRONGTYPE) as from a go-redis client.

@@ -130,7 +130,7 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, log *zap.
 	defer rc.Close()
 	log.Info("redis configured", zap.String("redis", rc.Describe()), zap.Bool("embedded", rc.Embedded()), zap.Duration("timeout", rc.Timeout()))
 
-	backend, closeBackend := decisionBackend(cfg.Redis, rc, m)
+	backend, closeBackend := decisionBackend(cfg.Redis, rc, m, log)
 	defer closeBackend()
 	_, bounded := backend.(*redisconn.Pipe)
 	svc := rls.NewService(ratelimit.NewFixedWindow(backend), nil, rls.Options{
@@ -266,7 +266,7 @@ type decisionRedis interface {
 // decisionBackend returns the Redis the decisions use: a Pipe that pipelines concurrent
 // decisions' commands over pipeline_slots connections, or the go-redis client itself when
 // pipeline_slots is 0. The returned func closes the Pipe; call it before closing rc.
-func decisionBackend(r config.Redis, rc *redisconn.Client, m *metrics.Metrics) (decisionRedis, func()) {
+func decisionBackend(r config.Redis, rc *redisconn.Client, m *metrics.Metrics, log *zap.Logger) (decisionRedis, func()) {
 	if r.PipelineSlots == 0 {
 		return rc.Redis(), func() {}
 	}
@@ -274,6 +274,10 @@ func decisionBackend(r config.Redis, rc *redisconn.Client, m *metrics.Metrics) (
 		Conns:    r.PipelineSlots,
 		MaxBatch: r.PipelineMax,
 		Observe:  func(n int) { m.RedisPipeline.Observe(float64(n)) },
+		OnFailure: func(reason string, err error) {
+			m.RedisConnFailures.WithLabelValues(reason).Inc()
+			log.Warn("redis decision connection failed; the next call dials again", zap.String("reason", reason), zap.Error(err))
+		},
 	})
 	return p, func() { _ = p.Close() }
 }

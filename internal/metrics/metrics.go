@@ -39,6 +39,9 @@ type Metrics struct {
 	RedisPipeline prometheus.Histogram
 	// RedisErrors counts failed Redis calls by operation and reason (timeout, unavailable, reply).
 	RedisErrors *prometheus.CounterVec
+	// RedisConnFailures counts failed dials and closed connections of the decisions' pipelined
+	// Redis client, by reason (dial, timeout, io, protocol).
+	RedisConnFailures *prometheus.CounterVec
 	// ConfigReloads counts configuration reloads by component and result (success, error).
 	ConfigReloads *prometheus.CounterVec
 	// ConfigLastReload is the Unix time of the last successful reload by component.
@@ -98,6 +101,10 @@ func New() *Metrics {
 			Namespace: Namespace, Subsystem: "redis", Name: "errors_total",
 			Help: "Failed Redis calls by operation and reason.",
 		}, []string{"op", "reason"}),
+		RedisConnFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "redis", Name: "pipeline_connection_failures_total",
+			Help: "Failed dials and closed connections of the decisions' pipelined Redis client, by reason: dial, timeout, io, protocol.",
+		}, []string{"reason"}),
 		CacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: "cache", Name: "lookups_total",
 			Help: "Session and API key cache lookups by cache and result; evicted counts entries dropped to make room.",
@@ -132,7 +139,7 @@ func New() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.RLSRequests, m.RLSDescriptors, m.RLSDuration,
 		m.Decisions, m.DecisionDuration,
-		m.RedisDuration, m.RedisErrors, m.RedisPipeline,
+		m.RedisDuration, m.RedisErrors, m.RedisPipeline, m.RedisConnFailures,
 		m.ConfigReloads, m.ConfigLastReload,
 		m.InFlight, m.Ready,
 		m.CacheLookups, m.CacheInvalidations, m.CacheActive,

@@ -46,6 +46,7 @@ type Pipe struct {
 	dialTimeout time.Duration
 	maxBatch    int
 	observe     func(n int)
+	onFailure   func(reason string, err error)
 
 	conns  []*pipeConn
 	next   atomic.Uint32
@@ -61,6 +62,10 @@ type PipeOptions struct {
 	MaxBatch int
 	// Observe is called with the size of every batch written (for metrics and tests).
 	Observe func(n int)
+	// OnFailure is called when a dial fails or a connection is closed after a failure (not by
+	// Close), with a reason of "dial", "timeout" (a reply past its call's deadline), "io" or
+	// "protocol", and the error. The error names the server but carries no credentials.
+	OnFailure func(reason string, err error)
 }
 
 // ErrPipeClosed is returned by calls on a closed Pipe.
@@ -86,6 +91,7 @@ func (c *Client) NewPipe(opts PipeOptions) *Pipe {
 		dialTimeout: c.dialTimeout,
 		maxBatch:    opts.MaxBatch,
 		observe:     opts.Observe,
+		onFailure:   opts.OnFailure,
 		conns:       make([]*pipeConn, opts.Conns),
 	}
 	if c.ep.password != "" {
@@ -436,6 +442,9 @@ func (c *pipeConn) dial(done chan struct{}) {
 	if err != nil {
 		c.dialErr = err
 		c.retryAt = time.Now().Add(redialBackoff)
+		if c.p.onFailure != nil && !errors.Is(err, ErrPipeClosed) {
+			c.p.onFailure("dial", err)
+		}
 		return
 	}
 	c.dialErr = nil
@@ -562,5 +571,20 @@ func (c *pipeConn) fail(gen uint64, err error) {
 	for _, call := range calls {
 		call.err = err
 		call.done <- struct{}{}
+	}
+	if c.p.onFailure != nil && !errors.Is(err, ErrPipeClosed) {
+		c.p.onFailure(failureReason(err), err)
+	}
+}
+
+// failureReason names why a connection failed, for OnFailure.
+func failureReason(err error) string {
+	switch {
+	case errors.Is(err, errProtocol):
+		return "protocol"
+	case IsTimeout(err):
+		return "timeout"
+	default:
+		return "io"
 	}
 }

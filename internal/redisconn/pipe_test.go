@@ -37,6 +37,37 @@ func (s *sizes) get() []int {
 	return append([]int(nil), s.all...)
 }
 
+// failures records the reasons a Pipe reports to OnFailure.
+type failures struct {
+	mu      sync.Mutex
+	reasons []string
+}
+
+func (f *failures) record(reason string, err error) {
+	f.mu.Lock()
+	f.reasons = append(f.reasons, reason)
+	f.mu.Unlock()
+}
+
+func (f *failures) has(reason string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range f.reasons {
+		if r == reason {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *failures) count() int { return len(f.list()) }
+
+func (f *failures) list() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.reasons...)
+}
+
 func startPipe(t *testing.T, timeout time.Duration, opts PipeOptions) (*redistest.Server, *Pipe) {
 	t.Helper()
 	s := redistest.Start(t)
@@ -277,7 +308,8 @@ func waitFor(t *testing.T, d time.Duration, f func() error) {
 // A stopped (SIGSTOP) server holds the socket open and says nothing: calls time out, the
 // connection is dropped, and a new one serves once the server runs again.
 func TestPipeSilentServer(t *testing.T) {
-	s, p := startPipe(t, 50*time.Millisecond, PipeOptions{})
+	var f failures
+	s, p := startPipe(t, 50*time.Millisecond, PipeOptions{OnFailure: f.record})
 	ctx := context.Background()
 	if err := p.Eval(ctx, incrScript, []string{"k"}).Err(); err != nil {
 		t.Fatal(err)
@@ -291,12 +323,16 @@ func TestPipeSilentServer(t *testing.T) {
 	}
 	s.Resume()
 	waitFor(t, 2*time.Second, func() error { return p.Eval(ctx, incrScript, []string{"k"}).Err() })
+	if !f.has("timeout") {
+		t.Errorf("OnFailure reasons %v, want a timeout", f.list())
+	}
 }
 
 // Redis down: calls fail at once, not after the dial timeout, and the Pipe reconnects by
 // itself when Redis is back.
 func TestPipeRedisDownAndBack(t *testing.T) {
-	s, p := startPipe(t, 100*time.Millisecond, PipeOptions{})
+	var f failures
+	s, p := startPipe(t, 100*time.Millisecond, PipeOptions{OnFailure: f.record})
 	ctx := context.Background()
 	if err := p.Eval(ctx, incrScript, []string{"k"}).Err(); err != nil {
 		t.Fatal(err)
@@ -317,6 +353,10 @@ func TestPipeRedisDownAndBack(t *testing.T) {
 	}
 	s.Restart()
 	waitFor(t, 3*time.Second, func() error { return p.Eval(ctx, incrScript, []string{"k"}).Err() })
+	// The server closing the connection, then refused dials.
+	if !f.has("io") || !f.has("dial") {
+		t.Errorf("OnFailure reasons %v, want io and dial", f.list())
+	}
 }
 
 // Callers that give up early leave their replies to no one; everybody else still gets
@@ -369,7 +409,8 @@ func TestPipeEmbedded(t *testing.T) {
 }
 
 func TestPipeClose(t *testing.T) {
-	_, p := startPipe(t, time.Second, PipeOptions{Conns: 2})
+	var f failures
+	_, p := startPipe(t, time.Second, PipeOptions{Conns: 2, OnFailure: f.record})
 	ctx := context.Background()
 	if err := p.Eval(ctx, incrScript, []string{"k"}).Err(); err != nil {
 		t.Fatal(err)
@@ -382,6 +423,9 @@ func TestPipeClose(t *testing.T) {
 	}
 	if err := p.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+	if n := f.count(); n != 0 {
+		t.Errorf("Close reported %d failures (%v), want none", n, f.list())
 	}
 }
 
@@ -423,7 +467,13 @@ func TestPipeProtocolErrors(t *testing.T) {
 				}
 			}()
 			c := newClient(t, Options{URL: "redis://" + l.Addr().String() + "/0", Timeout: time.Second})
-			p := newPipe(t, c, PipeOptions{})
+			var f failures
+			p := newPipe(t, c, PipeOptions{OnFailure: f.record})
+			defer func() {
+				if !f.has("protocol") {
+					t.Errorf("OnFailure reasons %v, want protocol", f.list())
+				}
+			}()
 			ctx := context.Background()
 			err = p.Get(ctx, "k").Err()
 			if tc.name == "reply to no command" {

@@ -137,63 +137,68 @@ func readValue(r *bufio.Reader, depth int) (interface{}, error) {
 		}
 		return n, nil
 	case '$':
-		n, err := parseInt(line[1:])
-		if err != nil {
+		n, err := parseLength(line[1:], maxBulk, "bulk")
+		if err != nil || n == -1 {
 			return nil, err
 		}
-		if n == -1 {
-			return nil, nil
-		}
-		if n < 0 || n > maxBulk {
-			return nil, fmt.Errorf("%w: bulk length %d", errProtocol, n)
-		}
-		if int(n)+2 <= r.Size() {
-			// Fits in the read buffer: one copy, straight into the string.
-			b, err := r.Peek(int(n) + 2)
-			if err != nil {
-				return nil, err
-			}
-			if b[n] != '\r' || b[n+1] != '\n' {
-				return nil, fmt.Errorf("%w: bulk string not terminated by CRLF", errProtocol)
-			}
-			s := string(b[:n])
-			_, _ = r.Discard(int(n) + 2)
-			return s, nil
-		}
-		buf := make([]byte, n+2)
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return nil, err
-		}
-		if buf[n] != '\r' || buf[n+1] != '\n' {
-			return nil, fmt.Errorf("%w: bulk string not terminated by CRLF", errProtocol)
-		}
-		return string(buf[:n]), nil
+		return readBulk(r, int(n))
 	case '*':
-		n, err := parseInt(line[1:])
-		if err != nil {
+		n, err := parseLength(line[1:], maxArray, "array")
+		if err != nil || n == -1 {
 			return nil, err
-		}
-		if n == -1 {
-			return nil, nil
-		}
-		if n < 0 || n > maxArray {
-			return nil, fmt.Errorf("%w: array length %d", errProtocol, n)
 		}
 		if depth >= maxDepth {
 			return nil, fmt.Errorf("%w: arrays nested deeper than %d", errProtocol, maxDepth)
 		}
 		out := make([]interface{}, n)
 		for i := range out {
+			// An error inside an array (a script's pcall result) stays a value, the way
+			// go-redis returns it.
 			if out[i], err = readValue(r, depth+1); err != nil {
 				return nil, err
 			}
-			// An error inside an array (a script's pcall result) stays a value, the way
-			// go-redis returns it.
 		}
 		return out, nil
 	default:
 		return nil, fmt.Errorf("%w: unexpected reply type %q", errProtocol, line[0])
 	}
+}
+
+// parseLength parses the length of a bulk string or an array: -1 (nil) up to limit.
+func parseLength(b []byte, limit int64, what string) (int64, error) {
+	n, err := parseInt(b)
+	if err != nil {
+		return 0, err
+	}
+	if n < -1 || n > limit {
+		return 0, fmt.Errorf("%w: %s length %d", errProtocol, what, n)
+	}
+	return n, nil
+}
+
+// readBulk reads a bulk string's n bytes and its CRLF.
+func readBulk(r *bufio.Reader, n int) (interface{}, error) {
+	var b []byte
+	if n+2 <= r.Size() {
+		// Fits in the read buffer: the string is the only copy.
+		var err error
+		if b, err = r.Peek(n + 2); err != nil {
+			return nil, err
+		}
+	} else {
+		b = make([]byte, n+2)
+		if _, err := io.ReadFull(r, b); err != nil {
+			return nil, err
+		}
+	}
+	if b[n] != '\r' || b[n+1] != '\n' {
+		return nil, fmt.Errorf("%w: bulk string not terminated by CRLF", errProtocol)
+	}
+	s := string(b[:n])
+	if n+2 <= r.Size() {
+		_, _ = r.Discard(n + 2)
+	}
+	return s, nil
 }
 
 // readLine returns one CRLF-terminated line without its CRLF. The slice is only valid until

@@ -56,7 +56,7 @@ func buildEngine(cfg *config.Config, rc *redisconn.Client, backend decisionRedis
 			watcher.Watch("session", cfg.Sessions.Prefix, cacheTarget(cfg.Cache, inv))
 		}
 	}
-	kopts := apikeys.Options{Prefix: cfg.APIKeys.Prefix, TokenPrefix: cfg.APIKeys.TokenPrefix}
+	kopts := apikeys.Options{Prefix: cfg.APIKeys.Prefix, TokenPrefix: cfg.APIKeys.TokenPrefix, Lookups: backend}
 	if watcher != nil {
 		kopts.Cache = cacheOptions(cfg.Cache, m.CacheObserver("apikey"))
 	}

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/extauthz/extauthz/internal/apikeys"
 	"github.com/extauthz/extauthz/internal/authz"
 	"github.com/extauthz/extauthz/internal/config"
 	"github.com/extauthz/extauthz/internal/metrics"
@@ -257,10 +258,11 @@ func reloadPolicies(path string, running *config.Config, engine *authz.Engine, l
 }
 
 // decisionRedis is what the hot path needs from Redis: scripts for the limiters, GET and
-// EXPIRE for sessions.
+// EXPIRE for sessions, HGETALL for API keys.
 type decisionRedis interface {
 	ratelimit.Scripter
 	sessions.Redis
+	apikeys.HashReader
 }
 
 // decisionBackend returns the Redis the decisions use: a Pipe that pipelines concurrent

@@ -77,11 +77,20 @@ type Options struct {
 	TokenPrefix string
 	// Cache, when set, keeps records in memory; see CacheOptions.
 	Cache *CacheOptions
+	// Lookups, when set, is the client Lookup reads records with (the sidecar passes its
+	// pipelined decision client); nil means the Store's own client.
+	Lookups HashReader
+}
+
+// HashReader is what Lookup needs from Redis: one HGETALL.
+type HashReader interface {
+	HGetAll(ctx context.Context, key string) *redis.MapStringStringCmd
 }
 
 // Store issues and resolves keys. It is safe for concurrent use.
 type Store struct {
 	rdb         Redis
+	lookups     HashReader // rdb unless Options.Lookups
 	prefix      string
 	tokenPrefix string
 	// sharedSlot is true when prefix holds a hash tag, so that every key is in one Cluster
@@ -110,6 +119,7 @@ func New(rdb Redis, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		rdb:         rdb,
+		lookups:     rdb,
 		prefix:      opts.Prefix,
 		tokenPrefix: opts.TokenPrefix,
 		sharedSlot:  strings.Contains(opts.Prefix, "{"),
@@ -118,6 +128,9 @@ func New(rdb Redis, opts Options) (*Store, error) {
 	}
 	if opts.Cache != nil {
 		s.cache = localcache.New[Record](*opts.Cache)
+	}
+	if opts.Lookups != nil {
+		s.lookups = opts.Lookups
 	}
 	return s, nil
 }
@@ -185,7 +198,7 @@ func (s *Store) Lookup(ctx context.Context, key string) (Record, error) {
 		// Taken before the read, so that a revoke racing with it voids the Put below.
 		ticket = c.Ticket(h)
 	}
-	m, err := s.rdb.HGetAll(ctx, s.recordKey(h)).Result()
+	m, err := s.lookups.HGetAll(ctx, s.recordKey(h)).Result()
 	if err != nil {
 		return Record{}, fmt.Errorf("apikeys: lookup: %w", err)
 	}

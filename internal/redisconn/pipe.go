@@ -15,7 +15,7 @@ import (
 )
 
 // Pipe is the Redis client of the decision hot path (the limiters' scripts, session GET and
-// EXPIRE). It keeps a few long-lived connections and pipelines the commands of concurrent
+// EXPIRE, API key HGETALL). It keeps a few long-lived connections and pipelines the commands of concurrent
 // decisions over them: each connection has at most one batch of commands in flight, and
 // every command that arrives meanwhile waits in the connection's buffer and goes out, with
 // all the others that arrived, in one write as soon as the batch in flight is answered.
@@ -151,6 +151,29 @@ func (p *Pipe) Expire(ctx context.Context, key string, ttl time.Duration) *redis
 		return redis.NewBoolResult(false, fmt.Errorf("redisconn: EXPIRE replied %T, want an integer", v))
 	}
 	return redis.NewBoolResult(n == 1, nil)
+}
+
+// HGetAll runs HGETALL; it makes the Pipe an apikeys.HashReader. A missing key is an empty
+// map, as in go-redis.
+func (p *Pipe) HGetAll(ctx context.Context, key string) *redis.MapStringStringCmd {
+	v, err := p.do(ctx, &command{name: "HGETALL", first: key})
+	if err != nil {
+		return redis.NewMapStringStringResult(nil, err)
+	}
+	arr, ok := v.([]interface{})
+	if !ok || len(arr)%2 != 0 {
+		return redis.NewMapStringStringResult(nil, fmt.Errorf("redisconn: HGETALL replied %T of %d, want field-value pairs", v, len(arr)))
+	}
+	m := make(map[string]string, len(arr)/2)
+	for i := 0; i < len(arr); i += 2 {
+		f, ok1 := arr[i].(string)
+		val, ok2 := arr[i+1].(string)
+		if !ok1 || !ok2 {
+			return redis.NewMapStringStringResult(nil, fmt.Errorf("redisconn: HGETALL replied %T and %T, want strings", arr[i], arr[i+1]))
+		}
+		m[f] = val
+	}
+	return redis.NewMapStringStringResult(m, nil)
 }
 
 // command is one command to encode: name, first, [len(keys) when script], keys..., args...

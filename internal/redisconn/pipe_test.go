@@ -200,6 +200,20 @@ func TestPipeRepliesAndErrors(t *testing.T) {
 		t.Errorf("GET of a hash = %v, want WRONGTYPE", err)
 	}
 	calls++
+	h, err := p.HGetAll(ctx, "h").Result()
+	check("HGETALL", err)
+	if fmt.Sprint(h) != "map[f:v]" {
+		t.Errorf("HGETALL h = %v", h)
+	}
+	h, err = p.HGetAll(ctx, "missing").Result()
+	check("HGETALL missing", err)
+	if h == nil || len(h) != 0 {
+		t.Errorf("HGETALL missing = %#v, want an empty map", h)
+	}
+	if err := p.HGetAll(ctx, "k").Err(); !redis.HasErrorPrefix(err, "WRONGTYPE") {
+		t.Errorf("HGETALL of a string = %v, want WRONGTYPE", err)
+	}
+	calls++
 	if err := p.Eval(ctx, "return redis.error_reply('MYERR custom')", nil).Err(); !redis.HasErrorPrefix(err, "MYERR") {
 		t.Errorf("error reply = %v, want MYERR", err)
 	}

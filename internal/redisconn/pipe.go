@@ -64,7 +64,8 @@ type PipeOptions struct {
 	Observe func(n int)
 	// OnFailure is called when a dial fails or a connection is closed after a failure (not by
 	// Close), with a reason of "dial", "timeout" (a reply past its call's deadline), "io" or
-	// "protocol", and the error. The error names the server but carries no credentials.
+	// "protocol", and the error. The error names the server but carries no credentials. A
+	// connection the server closes while nothing is due on it is not a failure.
 	OnFailure func(reason string, err error)
 }
 
@@ -595,8 +596,11 @@ func (c *pipeConn) fail(gen uint64, err error) {
 		call.err = err
 		call.done <- struct{}{}
 	}
-	if c.p.onFailure != nil && !errors.Is(err, ErrPipeClosed) {
-		c.p.onFailure(failureReason(err), err)
+	// A server closing a connection that had nothing due (Redis's idle timeout, a restart
+	// while idle) failed no call: the next call dials again, and a failed dial is reported.
+	reason := failureReason(err)
+	if c.p.onFailure != nil && !errors.Is(err, ErrPipeClosed) && (len(calls) > 0 || reason != "io") {
+		c.p.onFailure(reason, err)
 	}
 }
 

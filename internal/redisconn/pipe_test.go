@@ -367,9 +367,9 @@ func TestPipeRedisDownAndBack(t *testing.T) {
 	}
 	s.Restart()
 	waitFor(t, 3*time.Second, func() error { return p.Eval(ctx, incrScript, []string{"k"}).Err() })
-	// The server closing the connection, then refused dials.
-	if !f.has("io") || !f.has("dial") {
-		t.Errorf("OnFailure reasons %v, want io and dial", f.list())
+	// The server closed the idle connection, which failed no call, then dials were refused.
+	if f.has("io") || !f.has("dial") {
+		t.Errorf("OnFailure reasons %v, want dial only", f.list())
 	}
 }
 
@@ -556,7 +556,8 @@ func TestPipeRestartUnderLoad(t *testing.T) {
 	s := redistest.Start(t)
 	c := newClient(t, Options{URL: s.URL(), Timeout: timeout})
 	before := runtime.NumGoroutine()
-	p := c.NewPipe(PipeOptions{Conns: 2})
+	var f failures
+	p := c.NewPipe(PipeOptions{Conns: 2, OnFailure: f.record})
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var calls, failed, late atomic.Int64
@@ -589,7 +590,10 @@ func TestPipeRestartUnderLoad(t *testing.T) {
 	if late.Load() != 0 {
 		t.Errorf("%d of %d calls took longer than the timeout plus 300ms", late.Load(), calls.Load())
 	}
-	t.Logf("%d of %d calls failed across the restart", failed.Load(), calls.Load())
+	t.Logf("%d of %d calls failed across the restart; OnFailure reasons %v", failed.Load(), calls.Load(), f.list())
+	if !f.has("io") {
+		t.Errorf("OnFailure reasons %v: the server closing connections with calls due was not reported", f.list())
+	}
 	if failed.Load() == calls.Load() {
 		t.Errorf("every call failed, before the restart too")
 	}

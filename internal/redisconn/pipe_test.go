@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -649,5 +650,43 @@ func TestPipeSkipsCommandsOfCallersThatGaveUp(t *testing.T) {
 	}
 	if n, err := s.Do(ctx, "EXISTS", "gave-up"); err != nil || n != ":0" {
 		t.Fatalf("EXISTS gave-up = %s %v: commands of callers that gave up were sent", n, err)
+	}
+}
+
+// Redis's idle timeout closes the Pipe's connection between calls: the next call dials again
+// and succeeds, and nothing is reported as a failure.
+func TestPipeServerIdleTimeout(t *testing.T) {
+	s := redistest.Start(t, "--timeout", "1")
+	c := newClient(t, Options{URL: s.URL(), Timeout: time.Second})
+	var f failures
+	p := newPipe(t, c, PipeOptions{OnFailure: f.record})
+	ctx := context.Background()
+	connections := func() int {
+		t.Helper()
+		info, err := s.Do(ctx, "INFO", "stats")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, rest, _ := strings.Cut(info, "total_connections_received:")
+		n, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(rest, "\n", 2)[0]))
+		if err != nil {
+			t.Fatalf("INFO stats: %v", err)
+		}
+		return n
+	}
+	if err := p.Eval(ctx, incrScript, []string{"k"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	before := connections()
+	time.Sleep(2200 * time.Millisecond) // past the server's 1 s idle timeout
+	if err := p.Eval(ctx, incrScript, []string{"k"}).Err(); err != nil {
+		t.Fatalf("after the idle timeout: %v", err)
+	}
+	// One connection for the second INFO, one for the Pipe's new dial.
+	if got := connections() - before; got != 2 {
+		t.Errorf("%d connections since the first call, want 2: the Pipe did not dial again", got)
+	}
+	if n := f.count(); n != 0 {
+		t.Errorf("OnFailure reasons %v, want none", f.list())
 	}
 }

@@ -251,7 +251,7 @@ func scriptSHA(t *testing.T, s *redistest.Server, script string) string {
 // earlier deadline wins, and the Pipe works again once Redis answers.
 func TestPipeDeadlinesAndRecovery(t *testing.T) {
 	const timeout = 50 * time.Millisecond
-	const slack = 150 * time.Millisecond
+	const slack = 300 * time.Millisecond // a loaded CI machine under -race
 	s, p := startPipe(t, timeout, PipeOptions{})
 	if err := p.Get(context.Background(), "warm").Err(); err != redis.Nil {
 		t.Fatalf("warm-up GET: %v", err)
@@ -625,7 +625,13 @@ func TestPipeSkipsCommandsOfCallersThatGaveUp(t *testing.T) {
 	}
 	first := make(chan error, 1)
 	go func() { first <- p.Eval(ctx, incrScript, []string{"first"}).Err() }()
-	time.Sleep(50 * time.Millisecond) // the first call is now the batch in flight
+	// Wait until the first call is the batch in flight, so that the short calls queue behind it.
+	waitFor(t, 2*time.Second, func() error {
+		if !p.conns[0].inFlight.Load() {
+			return errors.New("the first call is not in flight yet")
+		}
+		return nil
+	})
 	var wg sync.WaitGroup
 	var timedOut atomic.Int64
 	for i := 0; i < 8; i++ {
@@ -678,7 +684,8 @@ func TestPipeServerIdleTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := connections()
-	time.Sleep(2200 * time.Millisecond) // past the server's 1 s idle timeout
+	// Past the server's idle timeout: 1 s, counted in whole seconds, checked every 100 ms.
+	time.Sleep(3 * time.Second)
 	if err := p.Eval(ctx, incrScript, []string{"k"}).Err(); err != nil {
 		t.Fatalf("after the idle timeout: %v", err)
 	}

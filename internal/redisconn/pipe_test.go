@@ -368,9 +368,11 @@ func TestPipeRedisDownAndBack(t *testing.T) {
 	}
 	s.Restart()
 	waitFor(t, 3*time.Second, func() error { return p.Eval(ctx, incrScript, []string{"k"}).Err() })
-	// The server closed the idle connection, which failed no call, then dials were refused.
-	if f.has("io") || !f.has("dial") {
-		t.Errorf("OnFailure reasons %v, want dial only", f.list())
+	// Dials were refused. (The server's close of the idle connection is reported only when the
+	// first call raced it onto the closing connection; TestPipeServerIdleTimeout covers an idle
+	// close alone.)
+	if !f.has("dial") {
+		t.Errorf("OnFailure reasons %v, want dial among them", f.list())
 	}
 }
 

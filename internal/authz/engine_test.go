@@ -385,16 +385,11 @@ func TestNormalizePath(t *testing.T) {
 	}
 }
 
-// Spellings of a protected path that a server behind the proxy resolves to the same handler
-// must meet the same policy, not a catch-all.
-func TestPathSpellingsCannotEscapeAPolicy(t *testing.T) {
-	cfg, err := config.Parse("t.yaml", []byte(`
-sessions: {secrets: [s]}
-policies:
-  - {name: admin, match: {path_prefix: /admin/}, auth: session}
-  - {name: exact, match: {path_prefix: /Exact/, case_sensitive: true}, auth: session}
-  - {name: public, auth: none}
-`))
+// policyEngine builds an Engine, and returns it with its config, from a config whose decisions
+// need no session, key or limit: for tests of policy matching.
+func policyEngine(t *testing.T, yaml string) (*Engine, *config.Config) {
+	t.Helper()
+	cfg, err := config.Parse("t.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,6 +397,19 @@ policies:
 	if err != nil {
 		t.Fatal(err)
 	}
+	return e, cfg
+}
+
+// Spellings of a protected path that a server behind the proxy resolves to the same handler
+// must meet the same policy, not a catch-all.
+func TestPathSpellingsCannotEscapeAPolicy(t *testing.T) {
+	e, _ := policyEngine(t, `
+sessions: {secrets: [s]}
+policies:
+  - {name: admin, match: {path_prefix: /admin/}, auth: session}
+  - {name: exact, match: {path_prefix: /Exact/, case_sensitive: true}, auth: session}
+  - {name: public, auth: none}
+`)
 	for _, p := range []string{"/admin/x", "/ADMIN/x", "/Admin/x", "/%61dmin/x", "//admin/x", "/public/../admin/x", "/./admin/x"} {
 		if d := e.Decide(context.Background(), req("GET", p)); d.Policy != "admin" || d.Status != 401 {
 			t.Errorf("%s: policy %q status %d, want admin 401", p, d.Policy, d.Status)
@@ -415,19 +423,12 @@ policies:
 // A GET-only policy also takes HEAD, as Express's app.get does, so that HEAD cannot reach a later
 // policy; other methods still fall through.
 func TestGetPolicyTakesHead(t *testing.T) {
-	cfg, err := config.Parse("t.yaml", []byte(`
+	e, cfg := policyEngine(t, `
 sessions: {secrets: [s]}
 policies:
   - {name: read, match: {path_prefix: /docs/, methods: [GET]}, auth: session}
   - {name: public, auth: none}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := New(cfg, Options{Sessions: fakeSessions{}, Keys: fakeKeys{}, Limiter: nopLimiter{}})
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	for method, want := range map[string]string{"GET": "read", "HEAD": "read", "POST": "public", "OPTIONS": "public"} {
 		if d := e.Decide(context.Background(), req(method, "/docs/x")); d.Policy != want {
 			t.Errorf("%s: policy %q, want %q", method, d.Policy, want)

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -48,23 +47,32 @@ var ErrInvalidHit = errors.New("ratelimit: invalid hit")
 type Hit struct {
 	// Key names the counter; the window suffix is added to it.
 	Key string
-	// Window is the window length in seconds; it must be positive.
+	// Window is the window length in seconds, from 1 to MaxWindow.
 	Window int64
-	// Hits is added to the count. 0 reads the count without writing anything, so checking
-	// a limit never creates a key.
+	// Hits is added to the count, at most MaxHits. 0 reads the count without writing
+	// anything, so checking a limit never creates a key.
 	Hits uint64
 }
 
-// validate rejects hits the script cannot count exactly: Lua divides by Window and INCRBY
-// takes a signed 64-bit increment.
+// MaxHits is the most one Hit may add: 2^52. The script keeps every counter at or below
+// 2^52 (an add that would pass it is undone, and the count it reports is still over any
+// limit), so a count is at most 2^53: exact in Lua's float64 numbers and far from INCRBY's
+// 2^63 overflow, however many requests a window sees.
+const MaxHits = 1 << 52
+
+// maxWindowSeconds is MaxWindow in whole seconds, the unit of Hit.Window.
+const maxWindowSeconds = int64(MaxWindow / time.Second)
+
+// validate rejects hits the script cannot count exactly or give a TTL: Lua divides by
+// Window, EXPIRE must accept the window, and counts must stay exact.
 func (h Hit) validate() error {
 	switch {
 	case h.Key == "":
 		return fmt.Errorf("%w: empty key", ErrInvalidHit)
-	case h.Window <= 0:
-		return fmt.Errorf("%w: window %d is not positive", ErrInvalidHit, h.Window)
-	case h.Hits > math.MaxInt64:
-		return fmt.Errorf("%w: %d hits do not fit a redis integer", ErrInvalidHit, h.Hits)
+	case h.Window <= 0 || h.Window > maxWindowSeconds:
+		return fmt.Errorf("%w: window of %d seconds out of range 1..%d (10 years)", ErrInvalidHit, h.Window, maxWindowSeconds)
+	case h.Hits > MaxHits:
+		return fmt.Errorf("%w: %d hits above the maximum %d (2^52)", ErrInvalidHit, h.Hits, uint64(MaxHits))
 	}
 	return nil
 }

@@ -16,9 +16,10 @@ import (
 	"github.com/extauthz/extauthz/internal/redistest"
 )
 
-// longWindow is 2^30 seconds: its windows start on multiples of 2^30 since the epoch, the
-// next one in 2038, so tests that count across several calls never straddle a boundary.
-const longWindow = 1 << 30
+// longWindow is MaxWindow in seconds: its windows start on multiples of 315360000 since the
+// epoch (the current one in December 2019, the next in December 2029), so tests that count
+// across several calls do not straddle a boundary.
+const longWindow = maxWindowSeconds
 
 // backend is one Redis implementation the counter must work on. The observers (exists, ttl,
 // flushScripts) go around the client under test, so that they cannot share its bugs.

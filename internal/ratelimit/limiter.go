@@ -22,6 +22,20 @@ var ErrInvalidRequest = errors.New("ratelimit: invalid request")
 // too) so that no comparison in the script ever rounds.
 const maxExact = 1 << 51
 
+// MaxWindow is the longest window a Limit or a Hit may have: ten 365-day years. A year is
+// the largest unit Envoy's rate limit API names, so this leaves room for overrides such as
+// YEAR with a unit_multiplier of 10, while the scripts' arithmetic stays exact with a wide
+// margin: the Limiter adds up to twice a window in microseconds to Redis's clock (about
+// 2^51 µs today), which stays below Lua's 2^53 for windows up to about a century, and a
+// reset or retry-after of twice the window fits a time.Duration (292 years).
+const MaxWindow = 10 * 365 * 24 * time.Hour
+
+// maxFixedCount is where the Limiter's fixed-window counters stop growing. A fixed window
+// alone is counted even when denied (as rate-limit-redis counts), so without a ceiling a
+// client could knock until INCRBY overflowed; at most maxExact is admitted, and counts at or
+// above 2^52 plus a cost of at most 2^51 stay exact in Lua.
+const maxFixedCount = 1 << 52
+
 // Limit is one limit as a value: Requests per Window, counted by Algorithm.
 type Limit struct {
 	// Requests is how much Cost the Window admits; it must be positive.
@@ -36,10 +50,12 @@ type Limit struct {
 	Burst int64
 }
 
-// Validate reports whether the limit can be counted exactly, so that config loading can
-// reject a limit once instead of every request failing. Errors wrap ErrInvalidRequest.
+// Validate reports whether requests of cost 1 (every request the sidecar counts) can be
+// counted exactly under the limit, so that config loading can reject a limit once instead of
+// every request failing: a limit that passes never makes the script fail or round. Errors
+// wrap ErrInvalidRequest and name the maximum that was exceeded.
 func (l Limit) Validate() error {
-	_, err := l.validate(0)
+	_, err := l.validate(1)
 	return err
 }
 
@@ -66,9 +82,11 @@ func (l Limit) interval() int64 {
 func (l Limit) validate(cost int64) (int64, error) {
 	switch {
 	case l.Requests <= 0 || l.Requests > maxExact:
-		return 0, fmt.Errorf("%w: requests %d out of range 1..%d", ErrInvalidRequest, l.Requests, int64(maxExact))
+		return 0, fmt.Errorf("%w: requests %d out of range 1..%d (2^51)", ErrInvalidRequest, l.Requests, int64(maxExact))
 	case l.Window < time.Millisecond || l.Window%time.Millisecond != 0:
 		return 0, fmt.Errorf("%w: window %v is not a positive whole number of milliseconds", ErrInvalidRequest, l.Window)
+	case l.Window > MaxWindow:
+		return 0, fmt.Errorf("%w: window %v is longer than the maximum %v (10 years)", ErrInvalidRequest, l.Window, MaxWindow)
 	case l.Burst < 0 || l.Burst > maxExact:
 		return 0, fmt.Errorf("%w: burst %d out of range 0..%d", ErrInvalidRequest, l.Burst, int64(maxExact))
 	case cost < 0 || cost > maxExact:
@@ -77,23 +95,22 @@ func (l Limit) validate(cost int64) (int64, error) {
 	ms := l.Window.Milliseconds()
 	switch l.Algorithm {
 	case AlgorithmFixed:
-		if ms > maxExact {
-			return 0, fmt.Errorf("%w: window %v too long", ErrInvalidRequest, l.Window)
-		}
 		return 0, nil
 	case AlgorithmSliding:
 		// The script compares counts scaled by the window in milliseconds; two windows'
 		// counts (each at most Requests) plus the cost must stay exact.
-		if 2*l.Requests+cost > maxExact/ms {
-			return 0, fmt.Errorf("%w: %d requests per %v too large to count exactly", ErrInvalidRequest, l.Requests, l.Window)
+		if most := (maxExact/ms - cost) / 2; l.Requests > most {
+			return 0, fmt.Errorf("%w: sliding limit of %d requests per %v too large to count exactly: at most %d per %v (requests x window in ms <= 2^50)",
+				ErrInvalidRequest, l.Requests, l.Window, max(most, 0), l.Window)
 		}
 		return 0, nil
 	case AlgorithmGCRA:
 		// The script adds burst and cost in units of the interval to a clock in
 		// microseconds.
 		iv := l.interval()
-		if l.capacity()+cost > maxExact/iv {
-			return 0, fmt.Errorf("%w: burst %d of %d requests per %v too large to count exactly", ErrInvalidRequest, l.capacity(), l.Requests, l.Window)
+		if most := maxExact/iv - cost; l.capacity() > most {
+			return 0, fmt.Errorf("%w: gcra burst %d of %d requests per %v too large to count exactly: at most %d (burst x window/requests in µs <= 2^51)",
+				ErrInvalidRequest, l.capacity(), l.Requests, l.Window, max(most, 0))
 		}
 		return iv, nil
 	}

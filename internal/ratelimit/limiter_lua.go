@@ -93,7 +93,11 @@ for i = 1, n do
   if s.algo == 0 then
     if counted then
       if s.pttl > 0 then
-        s.c = redis.call('INCRBY', s.key, ARGV[s.a+5])
+        -- A denied fixed window is still counted, but never past maxFixedCount: the count
+        -- stays exact and INCRBY can never overflow, whatever a client keeps sending.
+        if s.c + s.cost <= 4503599627370496 then
+          s.c = redis.call('INCRBY', s.key, ARGV[s.a+5])
+        end
       else
         redis.call('SET', s.key, ARGV[s.a+5], 'PX', ARGV[s.a+3])
         s.c = s.cost

@@ -13,7 +13,8 @@ import (
 var ErrBadReply = errors.New("ratelimit: malformed reply from redis")
 
 // fixedWindowScript adds hits to epoch-aligned fixed windows, one per KEYS entry, in a
-// single atomic call. ARGV holds two values per key: the window in seconds and the hits to
+// single atomic call. Every key it creates gets a TTL in the same call: Hit.validate bounds
+// the window so that EXPIRE always accepts it. ARGV holds two values per key: the window in seconds and the hits to
 // add (0 reads without writing). It returns {seconds, microseconds, count1, count2, ...},
 // the Redis clock followed by each count after adding.
 //
@@ -40,6 +41,10 @@ for i = 1, #KEYS do
     count = redis.call('INCRBY', key, ARGV[2*i])
     if count == hits then
       redis.call('EXPIRE', key, start + window - now + 1)
+    elseif count > 4503599627370496 then
+      -- MaxHits: a counter stops growing at 2^52 (far above any limit), so that counts
+      -- stay exact in Lua and INCRBY can never overflow; the reply still shows it over.
+      redis.call('DECRBY', key, ARGV[2*i])
     end
   else
     count = tonumber(redis.call('GET', key) or '0')

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
@@ -12,7 +13,9 @@ import (
 	"github.com/extauthz/extauthz/internal/keyspace"
 	"github.com/extauthz/extauthz/internal/localcache"
 	"github.com/extauthz/extauthz/internal/metrics"
+	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/ratelimit"
+	"github.com/extauthz/extauthz/internal/ratelimit/rls"
 	"github.com/extauthz/extauthz/internal/redisconn"
 	"github.com/extauthz/extauthz/internal/sessions"
 )
@@ -68,11 +71,36 @@ func buildEngine(cfg *config.Config, rc *redisconn.Client, backend decisionRedis
 	if inv := ks.Invalidation(); inv != nil {
 		watcher.Watch("apikey", cfg.APIKeys.Prefix, cacheTarget(cfg.Cache, inv))
 	}
-	e, err := authz.New(cfg, opts)
+	set, err := policy.Compile(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	return e, watcher, nil
+	return authz.New(set, opts), watcher, nil
+}
+
+// checkConfig runs every check the server runs before it serves, without starting anything:
+// the Redis URL through the very client builder the server uses (it does no network I/O),
+// the policies through policy.Compile, and the rate limit directory through rls.LoadDir.
+// `config validate` and start-up both call it, so nothing that validates fails at start-up.
+func checkConfig(cfg *config.Config) error {
+	var errs []error
+	if cfg.Redis.URL != "" {
+		rc, err := redisconn.New(redisOptions(cfg.Redis), nil)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("redis: %w", err))
+		} else {
+			_ = rc.Close()
+		}
+	}
+	if _, err := policy.Compile(cfg); err != nil {
+		errs = append(errs, err)
+	}
+	if dir := cfg.RateLimit.ConfigDir; dir != "" {
+		if _, err := rls.LoadDir(dir); err != nil {
+			errs = append(errs, fmt.Errorf("ratelimit.config_dir %s: %w", dir, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // newWatcher returns the keyspace watcher for the local caches, or nil when the cache is off,

@@ -19,6 +19,7 @@ import (
 	"github.com/extauthz/extauthz/internal/authz"
 	"github.com/extauthz/extauthz/internal/config"
 	"github.com/extauthz/extauthz/internal/metrics"
+	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/ratelimit"
 	"github.com/extauthz/extauthz/internal/ratelimit/rls"
 	"github.com/extauthz/extauthz/internal/redisconn"
@@ -94,6 +95,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg, err := loadServeConfig(f, set, os.Getenv)
+	if err == nil {
+		err = checkConfig(cfg)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "extauthz serve: invalid configuration:\n%v\n", err)
 		return 1
@@ -244,8 +248,13 @@ func reloadPolicies(path string, running *config.Config, engine *authz.Engine, l
 		if cfg.Cache != running.Cache || cfg.Tracing != running.Tracing {
 			log.Warn("SIGHUP: cache and tracing changes need a restart; keeping the running ones", zap.String("file", path))
 		}
+		// The running sessions and apikeys sections stay: the policy set compiled from them
+		// must describe what the running resolvers set.
 		cfg.Sessions, cfg.APIKeys = running.Sessions, running.APIKeys
-		err = engine.Load(cfg)
+		var set *policy.Set
+		if set, err = policy.Compile(cfg); err == nil {
+			engine.Load(set)
+		}
 	}
 	if err != nil {
 		log.Error("config file rejected on SIGHUP, keeping the running policies", zap.String("file", path), zap.Error(err))

@@ -7,11 +7,10 @@ import (
 	"io"
 
 	"github.com/extauthz/extauthz/internal/config"
-	"github.com/extauthz/extauthz/internal/ratelimit/rls"
 )
 
-// runValidate checks a config file, and the rate limit directory it names, without starting
-// anything: exit 0 when both are valid, exit 1 listing every problem with its field path.
+// runValidate checks a config file, and the rate limit directory it names, with exactly the
+// checks the server runs before it serves (checkConfig), without starting anything: exit 0 when both are valid, exit 1 listing every problem with its field path.
 func runValidate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("extauthz config validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -31,11 +30,9 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		printProblems(stderr, *path, err)
 		return 1
 	}
-	if dir := cfg.RateLimit.ConfigDir; dir != "" {
-		if _, err := rls.LoadDir(dir); err != nil {
-			printProblems(stderr, dir, err)
-			return 1
-		}
+	if err := checkConfig(cfg); err != nil {
+		printProblems(stderr, *path, err)
+		return 1
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", *path)
 	return 0

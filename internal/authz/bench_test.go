@@ -28,7 +28,7 @@ func benchEngine(b *testing.B) *Engine {
 	if err != nil {
 		b.Fatal(err)
 	}
-	e, err := New(cfg, Options{
+	e, err := newEngine(b, cfg, Options{
 		Sessions: fakeSessions{table: map[string]*sessions.Session{
 			"alice": {ID: "a", Subject: "alice", Roles: []string{"admin"}, Headers: []sessions.Header{{Name: "x-user-id", Value: "alice"}, {Name: "x-user-role", Value: "admin"}}},
 		}},
@@ -49,8 +49,22 @@ func BenchmarkPolicyMatch(b *testing.B) {
 	r := req("GET", "/api/items")
 	b.ReportAllocs()
 	for b.Loop() {
-		if st.find(r) == nil {
+		if st.Match(r.Method, r.Host, r.Path) == nil {
 			b.Fatal("no policy")
+		}
+	}
+}
+
+// BenchmarkRead is what every transport does before a decision: the raw target, host and
+// method read into the canonical request.
+func BenchmarkRead(b *testing.B) {
+	e := benchEngine(b)
+	raw := Raw{Method: "GET", Target: "/api/items/42?page=2", Host: "Example.com:8080", Peer: PeerAddr("192.0.2.7"),
+		Headers: map[string]string{"cookie": "sid=alice", "user-agent": "bench"}, HeaderCount: 2}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := e.Read(raw); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

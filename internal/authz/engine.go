@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"math/rand/v2"
-	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -14,8 +13,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/extauthz/extauthz/internal/apikeys"
-	"github.com/extauthz/extauthz/internal/config"
 	"github.com/extauthz/extauthz/internal/metrics"
+	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/ratelimit"
 	"github.com/extauthz/extauthz/internal/sessions"
 )
@@ -46,17 +45,21 @@ var (
 // mode is open; its value says what was skipped ("auth", "limits" or both).
 const DegradedHeader = "x-extauthz-degraded"
 
-// Request is what the engine needs to know about one HTTP request, whichever proxy asked.
+// Request is the canonical request the engine decides on, whichever proxy asked. Transports
+// never build one themselves: Engine.Read makes it from what they received (canonical.go).
 type Request struct {
 	Method string
-	Host   string
-	// Path is the request path without the query string.
+	// Host is lower-case, without port or trailing dot.
+	Host string
+	// Path is the canonical path (internal/canon): no query, no dot or empty segments, escapes
+	// decoded but for the structural ones a deployment allowed.
 	Path string
 	// Headers has lower-case names; repeated headers joined with ", " (cookies with "; ").
 	Headers map[string]string
 	// RemoteIP is the downstream client's address, without a port.
 	RemoteIP string
-	// Policy names the policy to use (from context_extensions); "" means match by route.
+	// Policy names the policy to use, chosen by the operator (Envoy's context_extensions, the
+	// /nginx/<policy> and /forward/<policy> endpoints); "" means match by route.
 	Policy string
 }
 
@@ -93,6 +96,9 @@ type Decision struct {
 	// RemoveHeaders are upstream request headers to strip: configured identity headers this
 	// decision does not set, the API key header and (optionally) the session cookie.
 	RemoveHeaders []string
+	// KeyHeader is the header an API key came in when it must not reach the upstream
+	// (apikeys.keep_header false); also listed in RemoveHeaders.
+	KeyHeader string
 	// ResponseHeaders go on the downstream response: RateLimit headers, Retry-After.
 	ResponseHeaders []ratelimit.Header
 }
@@ -113,77 +119,45 @@ type Options struct {
 	DecisionDenials bool
 }
 
-// Engine decides requests. Its policies are an immutable snapshot swapped whole on reload.
+// Engine decides requests. Its policies are a compiled policy.Set swapped whole on reload.
 type Engine struct {
-	state atomic.Pointer[engineState]
+	state atomic.Pointer[policy.Set]
 	opts  Options
 	log   *zap.Logger
 }
 
-type engineState struct {
-	list   []*policy
-	byName map[string]*policy
-
-	limitPrefix   string
-	apiKeyHeaders []string
-	keepKeyHeader bool
-	stripCookie   bool
-	// identityHeaders are every header the session and API key mappings can set, sorted.
-	identityHeaders []string
-	// keyHeaders map API key record fields to upstream headers, sorted by header.
-	keyHeaders []keyHeader
-	cookieName string
-}
-
-// New compiles cfg's policies into an Engine.
-func New(cfg *config.Config, opts Options) (*Engine, error) {
+// New returns an Engine deciding on set.
+func New(set *policy.Set, opts Options) *Engine {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
 	if opts.Timeout <= 0 {
-		opts.Timeout = config.DefaultRedisTimeout
+		opts.Timeout = DefaultTimeout
 	}
 	e := &Engine{opts: opts, log: opts.Logger}
-	if err := e.Load(cfg); err != nil {
-		return nil, err
-	}
-	return e, nil
+	e.Load(set)
+	return e
 }
 
-// Load swaps in cfg's policies; decisions in flight finish on the old ones.
-func (e *Engine) Load(cfg *config.Config) error {
-	list, byName, err := compilePolicies(cfg.Policies)
-	if err != nil {
-		return err
-	}
-	st := &engineState{
-		list:          list,
-		byName:        byName,
-		limitPrefix:   cfg.Limits.Prefix,
-		apiKeyHeaders: cfg.APIKeys.Headers,
-		keepKeyHeader: cfg.APIKeys.KeepHeader,
-		stripCookie:   cfg.Sessions.StripCookie,
-		cookieName:    cfg.Sessions.Cookie,
-	}
-	for _, h := range sortedKeys(cfg.APIKeys.IdentityHeaders) {
-		st.keyHeaders = append(st.keyHeaders, keyHeader{name: h, field: cfg.APIKeys.IdentityHeaders[h]})
-	}
-	seen := map[string]bool{}
-	for _, h := range append(sortedKeys(cfg.Sessions.Headers), sortedKeys(cfg.APIKeys.IdentityHeaders)...) {
-		if !seen[h] {
-			seen[h] = true
-			st.identityHeaders = append(st.identityHeaders, h)
-		}
-	}
-	sort.Strings(st.identityHeaders)
-	e.state.Store(st)
-	return nil
-}
+// DefaultTimeout bounds a decision's Redis work when Options.Timeout is not set.
+const DefaultTimeout = 25 * time.Millisecond
 
-// Decide answers one request.
+// Load swaps in set; decisions in flight finish on the previous one.
+func (e *Engine) Load(set *policy.Set) { e.state.Store(set) }
+
+// Policies returns the set decisions use now.
+func (e *Engine) Policies() *policy.Set { return e.state.Load() }
+
+// Decide answers one canonical request (see Read).
 func (e *Engine) Decide(ctx context.Context, r *Request) Decision {
 	start := time.Now()
 	d := e.decide(ctx, r)
+	e.record(d, time.Since(start))
+	return d
+}
+
+// record counts and logs a decision.
+func (e *Engine) record(d Decision, took time.Duration) {
 	if m := e.opts.Metrics; m != nil {
 		result := "allow"
 		switch {
@@ -197,10 +171,9 @@ func (e *Engine) Decide(ctx context.Context, r *Request) Decision {
 			policy = "_none"
 		}
 		m.Decisions.WithLabelValues(policy, result, d.Reason).Inc()
-		m.DecisionDuration.WithLabelValues(result).Observe(time.Since(start).Seconds())
+		m.DecisionDuration.WithLabelValues(result).Observe(took.Seconds())
 	}
-	e.logDecision(d, time.Since(start))
-	return d
+	e.logDecision(d, took)
 }
 
 // logDecision writes the decision log: every denial and error when DecisionDenials is set, a
@@ -236,13 +209,24 @@ func (e *Engine) logDecision(d Decision, took time.Duration) {
 func (e *Engine) decide(ctx context.Context, r *Request) Decision {
 	st := e.state.Load()
 	d := Decision{Kind: KindNone}
-	p := st.find(r)
-	if p == nil {
+	var p *policy.Policy
+	if r.Policy != "" {
+		var ok bool
+		if p, ok = st.ByName(r.Policy); !ok {
+			// The operator named a policy that does not exist: a configuration error, never a
+			// fall back to route matching, which could pick a weaker policy.
+			e.log.Error("the proxy configuration names a policy that is not configured; refusing the request",
+				zap.String("policy", sanitizeName(r.Policy)))
+			d.Status, d.Reason, d.Message = 500, "unknown_policy", "authorization is misconfigured"
+			d.RemoveHeaders = removals(st, nil, "")
+			return d
+		}
+	} else if p = st.Match(r.Method, r.Host, r.Path); p == nil {
 		d.Status, d.Reason, d.Message = 403, "no_policy", "no policy allows this request"
-		d.RemoveHeaders = st.removals(nil, "")
+		d.RemoveHeaders = removals(st, nil, "")
 		return d
 	}
-	d.Policy = p.name
+	d.Policy = p.Name
 
 	ctx, cancel := ratelimit.Bound(ctx, e.opts.Timeout)
 	defer cancel()
@@ -250,9 +234,9 @@ func (e *Engine) decide(ctx context.Context, r *Request) Decision {
 	id, status, reason, err := e.identify(ctx, st, p, r)
 	var degraded []string
 	switch {
-	case err != nil && p.authOpen:
+	case err != nil && p.AuthOpen:
 		e.log.Warn("identity backend failed, letting the request through unauthenticated (failure.auth: open)",
-			zap.String("policy", p.name), zap.Error(err))
+			zap.String("policy", p.Name), zap.Error(err))
 		degraded = append(degraded, "auth")
 		id = identity{kind: KindNone}
 	case err != nil:
@@ -261,34 +245,34 @@ func (e *Engine) decide(ctx context.Context, r *Request) Decision {
 	case status != 0:
 		d.Status, d.Reason = status, reason
 		d.Message = denialMessage(reason)
-		d.RemoveHeaders = st.removals(nil, id.keyHeader)
+		d.RemoveHeaders = removals(st, nil, id.keyHeader)
 		return d
 	}
 	d.Kind, d.Principal, d.Tier = id.kind, id.principal, id.tier
 
-	if len(p.roles) > 0 && !id.hasAnyRole(p.roles) {
+	if len(p.Roles) > 0 && !id.hasAnyRole(p.Roles) {
 		d.Status, d.Reason, d.Message = 403, "forbidden_role", denialMessage("forbidden_role")
-		d.RemoveHeaders = st.removals(nil, id.keyHeader)
+		d.RemoveHeaders = removals(st, nil, id.keyHeader)
 		return d
 	}
-	if len(p.scopes) > 0 && id.kind == KindAPIKey && !id.hasAllScopes(p.scopes) {
+	if len(p.Scopes) > 0 && id.kind == KindAPIKey && !id.hasAllScopes(p.Scopes) {
 		d.Status, d.Reason, d.Message = 403, "forbidden_scope", denialMessage("forbidden_scope")
-		d.RemoveHeaders = st.removals(nil, id.keyHeader)
+		d.RemoveHeaders = removals(st, nil, id.keyHeader)
 		return d
 	}
 
-	limits := p.limits
+	limits := p.Limits
 	if id.kind == KindAPIKey && id.tier != "" {
-		if tl, ok := p.tiers[id.tier]; ok {
+		if tl, ok := p.Tiers[id.tier]; ok {
 			limits = tl
 		}
 	}
 	if len(limits) > 0 {
 		over, hdrs, err := e.limit(ctx, st, p, limits, id, r)
 		switch {
-		case err != nil && p.limitsOpen:
+		case err != nil && p.LimitsOpen:
 			e.log.Warn("rate limit backend failed, letting the request through (failure.limits: open)",
-				zap.String("policy", p.name), zap.Error(err))
+				zap.String("policy", p.Name), zap.Error(err))
 			degraded = append(degraded, "limits")
 		case err != nil:
 			d.Err, d.Reason = err, "backend_error"
@@ -297,7 +281,7 @@ func (e *Engine) decide(ctx context.Context, r *Request) Decision {
 		d.ResponseHeaders = hdrs
 		if over {
 			d.Status, d.Reason, d.Message = 429, "over_limit", denialMessage("over_limit")
-			d.RemoveHeaders = st.removals(nil, id.keyHeader)
+			d.RemoveHeaders = removals(st, nil, id.keyHeader)
 			return d
 		}
 	}
@@ -308,29 +292,32 @@ func (e *Engine) decide(ctx context.Context, r *Request) Decision {
 		d.Reason = "degraded"
 		d.SetHeaders = append(d.SetHeaders, ratelimit.Header{Name: DegradedHeader, Value: strings.Join(degraded, ",")})
 	}
-	d.RemoveHeaders = st.removals(d.SetHeaders, id.keyHeader)
+	d.RemoveHeaders = removals(st, d.SetHeaders, id.keyHeader)
+	if id.keyHeader != "" && !st.KeepKeyHeader {
+		d.KeyHeader = id.keyHeader
+	}
 	return d
 }
 
-// find picks the policy: the one a route names, else the first whose match fits.
-func (st *engineState) find(r *Request) *policy {
-	if r.Policy != "" {
-		return st.byName[r.Policy]
+// sanitizeName keeps a policy name fit for a log line: names come from the proxy's
+// configuration, but a log line must not carry arbitrary bytes.
+func sanitizeName(s string) string {
+	if len(s) > 64 {
+		s = s[:64]
 	}
-	path := normalizePath(r.Path)
-	for _, p := range st.list {
-		if p.matches(r.Method, r.Host, path) {
-			return p
+	return strings.Map(func(r rune) rune {
+		if r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
+			return r
 		}
-	}
-	return nil
+		return '?'
+	}, s)
 }
 
 // removals lists the upstream headers to strip: every identity header this decision does not
 // set (so a client cannot smuggle its own x-user-id), the degraded marker unless set, the API
 // key header the key came in, and the session cookie when configured. A header that is set is
 // never listed, because Envoy applies removals after the header mutations.
-func (st *engineState) removals(set []ratelimit.Header, keyHeader string) []string {
+func removals(st *policy.Set, set []ratelimit.Header, keyHeader string) []string {
 	isSet := func(name string) bool {
 		for _, h := range set {
 			if h.Name == name {
@@ -339,8 +326,8 @@ func (st *engineState) removals(set []ratelimit.Header, keyHeader string) []stri
 		}
 		return false
 	}
-	out := make([]string, 0, len(st.identityHeaders)+3)
-	for _, h := range st.identityHeaders {
+	out := make([]string, 0, len(st.IdentityHeaders)+3)
+	for _, h := range st.IdentityHeaders {
 		if !isSet(h) {
 			out = append(out, h)
 		}
@@ -348,10 +335,10 @@ func (st *engineState) removals(set []ratelimit.Header, keyHeader string) []stri
 	if !isSet(DegradedHeader) {
 		out = append(out, DegradedHeader)
 	}
-	if keyHeader != "" && !st.keepKeyHeader {
+	if keyHeader != "" && !st.KeepKeyHeader {
 		out = append(out, keyHeader)
 	}
-	if st.stripCookie {
+	if st.StripCookie {
 		out = append(out, "cookie")
 	}
 	return out
@@ -374,7 +361,7 @@ func denialMessage(reason string) string {
 
 // limit checks the policy's limits for this request in one round trip and returns whether any
 // is exceeded, with the RateLimit headers describing them.
-func (e *Engine) limit(ctx context.Context, st *engineState, p *policy, limits []limit, id identity, r *Request) (bool, []ratelimit.Header, error) {
+func (e *Engine) limit(ctx context.Context, st *policy.Set, p *policy.Policy, limits []policy.Limit, id identity, r *Request) (bool, []ratelimit.Header, error) {
 	reqs := make([]ratelimit.Request, 0, len(limits))
 	names := make([]string, 0, len(limits))
 	for _, l := range limits {
@@ -382,13 +369,13 @@ func (e *Engine) limit(ctx context.Context, st *engineState, p *policy, limits [
 		if !ok {
 			continue // e.g. by header:NAME and the request has no such header
 		}
-		key := limitKey(st.limitPrefix, p.name, l.name, subject)
-		if l.shared != "" {
+		key := limitKey(st.LimitPrefix, p.Name, l.Name, subject)
+		if l.Shared != "" {
 			// rate-limit-redis's own layout, so Express apps count on the same key.
-			key = l.shared + raw
+			key = l.Shared + raw
 		}
-		reqs = append(reqs, ratelimit.Request{Key: key, Limit: l.value, Cost: 1})
-		names = append(names, l.name)
+		reqs = append(reqs, ratelimit.Request{Key: key, Limit: l.Value, Cost: 1})
+		names = append(names, l.Name)
 	}
 	if len(reqs) == 0 {
 		return false, nil, nil
@@ -434,8 +421,8 @@ func (e *Engine) limit(ctx context.Context, st *engineState, p *policy, limits [
 // bare value (what an Express app's keyGenerator would give) for shared keys. A principal
 // limit falls back to the client address for anonymous requests, so open routes are still
 // limited per client.
-func subjectFor(l limit, id identity, r *Request) (subject, raw string, ok bool) {
-	switch l.by {
+func subjectFor(l policy.Limit, id identity, r *Request) (subject, raw string, ok bool) {
+	switch l.By {
 	case "principal":
 		if id.kind != KindNone && id.principal != "" {
 			return id.kind + ":" + id.principal, id.principal, true
@@ -449,7 +436,7 @@ func subjectFor(l limit, id identity, r *Request) (subject, raw string, ok bool)
 		}
 		return "", "", false
 	case "header":
-		v, ok := r.Headers[l.header]
+		v, ok := r.Headers[l.Header]
 		if !ok || v == "" {
 			return "", "", false
 		}
@@ -480,13 +467,4 @@ func limitKey(prefix, policy, limit, subject string) string {
 	b = ratelimit.AppendEscaped(b, subject)
 	b = append(b, '}')
 	return string(b)
-}
-
-func sortedKeys(m map[string]string) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }

@@ -2,7 +2,7 @@ package authz
 
 import (
 	"context"
-	"net"
+	"net/netip"
 	"strings"
 	"sync"
 
@@ -47,15 +47,16 @@ func (s *CheckServer) Check(ctx context.Context, req *authv3.CheckRequest) (*aut
 	if http == nil {
 		return nil, status.Error(codes.InvalidArgument, "check request has no attributes.request.http")
 	}
-	r := &Request{
-		Method:   http.GetMethod(),
-		Host:     http.GetHost(),
-		Path:     stripQuery(http.GetPath()),
-		Headers:  requestHeaders(http),
-		RemoteIP: socketIP(req.GetAttributes().GetSource().GetAddress()),
-		Policy:   req.GetAttributes().GetContextExtensions()[PolicyContextKey],
+	raw := Raw{
+		Method: http.GetMethod(),
+		Target: http.GetPath(),
+		Host:   http.GetHost(),
+		Peer:   socketIP(req.GetAttributes().GetSource().GetAddress()),
+		Policy: req.GetAttributes().GetContextExtensions()[PolicyContextKey],
 	}
-	d := s.engine.Decide(ctx, r)
+	max := s.engine.Policies().MaxHeaders
+	raw.Headers, raw.HeaderCount = requestHeaders(http, max)
+	d := s.engine.DecideRaw(ctx, raw)
 	return checkResponse(d), nil
 }
 
@@ -102,6 +103,10 @@ func checkResponse(d Decision) *authv3.CheckResponse {
 
 func grpcCodeFor(httpStatus int) code.Code {
 	switch httpStatus {
+	case 400:
+		return code.Code_INVALID_ARGUMENT
+	case 500:
+		return code.Code_INTERNAL
 	case 401:
 		return code.Code_UNAUTHENTICATED
 	case 429:
@@ -163,49 +168,55 @@ func metadata(d Decision) *structpb.Struct {
 	return &structpb.Struct{Fields: f}
 }
 
-// requestHeaders returns the request's headers with lower-case names. Envoy fills `headers`
-// (duplicates joined) unless it was told to send `header_map` instead.
-func requestHeaders(h *authv3.AttributeContext_HttpRequest) map[string]string {
-	if len(h.GetHeaders()) > 0 {
-		return h.GetHeaders()
+// requestHeaders returns the request's headers with lower-case names and how many header
+// lines arrived. Envoy fills `headers` (duplicates already joined) unless it was told to send
+// `header_map` instead; then repeats are joined here, in time linear in the input. Past max
+// lines nothing is built: the request is refused for its count alone.
+func requestHeaders(h *authv3.AttributeContext_HttpRequest, max int) (map[string]string, int) {
+	if hs := h.GetHeaders(); len(hs) > 0 {
+		return hs, len(hs)
 	}
 	hm := h.GetHeaderMap().GetHeaders()
+	if len(hm) > max {
+		return nil, len(hm)
+	}
 	out := make(map[string]string, len(hm))
+	var repeats map[string][]string
 	for _, hv := range hm {
 		name := strings.ToLower(hv.GetKey())
 		val := hv.GetValue()
 		if val == "" && len(hv.GetRawValue()) > 0 {
 			val = string(hv.GetRawValue())
 		}
-		if prev, ok := out[name]; ok {
-			sep := ", "
-			if name == "cookie" {
-				sep = "; "
-			}
-			val = prev + sep + val
+		prev, ok := out[name]
+		if !ok {
+			out[name] = val
+			continue
 		}
-		out[name] = val
+		if repeats == nil {
+			repeats = map[string][]string{}
+		}
+		if _, started := repeats[name]; !started {
+			repeats[name] = []string{prev}
+		}
+		repeats[name] = append(repeats[name], val)
 	}
-	return out
+	for name, vs := range repeats {
+		out[name] = strings.Join(vs, headerSep(name))
+	}
+	return out, len(hm)
 }
 
-// stripQuery drops the query string: Envoy's path carries it, undecoded.
-func stripQuery(p string) string {
-	if i := strings.IndexByte(p, '?'); i >= 0 {
-		return p[:i]
+// headerSep joins repeats of a header as Envoy does: cookies with "; ", the rest with ", ".
+func headerSep(name string) string {
+	if name == "cookie" {
+		return "; "
 	}
-	return p
+	return ", "
 }
 
-func socketIP(a *corev3.Address) string {
-	sa := a.GetSocketAddress()
-	if sa == nil {
-		return ""
-	}
-	if ip := net.ParseIP(sa.GetAddress()); ip != nil {
-		return ip.String()
-	}
-	return sa.GetAddress()
+func socketIP(a *corev3.Address) netip.Addr {
+	return PeerAddr(a.GetSocketAddress().GetAddress())
 }
 
 // errorBody is {"error": msg} without encoding/json on the hot path; msg is one of our own

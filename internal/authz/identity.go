@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/extauthz/extauthz/internal/apikeys"
+	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/ratelimit"
 	"github.com/extauthz/extauthz/internal/sessions"
 )
@@ -56,16 +57,16 @@ func (id identity) hasAllScopes(want []string) bool {
 
 // identify resolves the caller as the policy's auth mode asks. It returns a denial status
 // (401) with its reason, or a backend error, or the identity.
-func (e *Engine) identify(ctx context.Context, st *engineState, p *policy, r *Request) (identity, int, string, error) {
+func (e *Engine) identify(ctx context.Context, st *policy.Set, p *policy.Policy, r *Request) (identity, int, string, error) {
 	anon := identity{kind: KindNone}
-	switch p.auth {
+	switch p.Auth {
 	case AuthNone:
 		return anon, 0, "", nil
 	case AuthAPIKey:
 		if e.opts.Keys == nil {
 			return anon, 401, "unauthenticated", nil
 		}
-		key, h, ok := apikeys.FromHeaders(r.Headers, st.apiKeyHeaders)
+		key, h, ok := apikeys.FromHeaders(r.Headers, st.APIKeyHeaders)
 		if !ok {
 			return anon, 401, "unauthenticated", nil
 		}
@@ -77,7 +78,7 @@ func (e *Engine) identify(ctx context.Context, st *engineState, p *policy, r *Re
 		// bearer token that is not one of our keys (an app's own JWT, say) is not a key: the
 		// session decides.
 		if e.opts.Keys != nil {
-			if key, h, ok := apikeys.FromHeaders(r.Headers, st.apiKeyHeaders); ok && e.wellFormed(key) {
+			if key, h, ok := apikeys.FromHeaders(r.Headers, st.APIKeyHeaders); ok && e.wellFormed(key) {
 				return e.byKey(ctx, st, key, h)
 			}
 		}
@@ -99,7 +100,7 @@ func (e *Engine) wellFormed(key string) bool {
 }
 
 // byKey resolves key, found in header (which is stripped upstream whatever the outcome).
-func (e *Engine) byKey(ctx context.Context, st *engineState, key, header string) (identity, int, string, error) {
+func (e *Engine) byKey(ctx context.Context, st *policy.Set, key, header string) (identity, int, string, error) {
 	anon := identity{kind: KindNone, keyHeader: header}
 	rec, err := e.opts.Keys.Lookup(ctx, key)
 	switch {
@@ -116,25 +117,22 @@ func (e *Engine) byKey(ctx context.Context, st *engineState, key, header string)
 		principal: rec.ID,
 		tier:      rec.Tier,
 		scopes:    rec.Scopes,
-		headers:   st.keyIdentity(rec),
+		headers:   keyIdentity(st, rec),
 		keyHeader: header,
 	}, 0, "", nil
 }
 
-// keyHeader is one apikeys.identity_headers entry.
-type keyHeader struct{ name, field string }
-
 // keyIdentity returns the upstream headers apikeys.identity_headers asks for, from rec. Empty
 // values, and values unfit for a header (CR, LF or NUL), are left out: the header is then
 // removed like any identity header the decision does not set.
-func (st *engineState) keyIdentity(rec apikeys.Record) []ratelimit.Header {
-	if len(st.keyHeaders) == 0 {
+func keyIdentity(st *policy.Set, rec apikeys.Record) []ratelimit.Header {
+	if len(st.KeyHeaders) == 0 {
 		return nil
 	}
-	hs := make([]ratelimit.Header, 0, len(st.keyHeaders))
-	for _, kh := range st.keyHeaders {
+	hs := make([]ratelimit.Header, 0, len(st.KeyHeaders))
+	for _, kh := range st.KeyHeaders {
 		var v string
-		switch kh.field {
+		switch kh.Field {
 		case "id":
 			v = rec.ID
 		case "owner":
@@ -147,7 +145,7 @@ func (st *engineState) keyIdentity(rec apikeys.Record) []ratelimit.Header {
 			v = strings.Join(rec.Scopes, ",")
 		}
 		if v != "" && !strings.ContainsAny(v, "\r\n\x00") {
-			hs = append(hs, ratelimit.Header{Name: kh.name, Value: v})
+			hs = append(hs, ratelimit.Header{Name: kh.Name, Value: v})
 		}
 	}
 	return hs

@@ -186,6 +186,7 @@ func TestHTTPModes(t *testing.T) {
 		t.Fatalf("envoy deny: %d", resp.StatusCode)
 	}
 	// nginx: original request in X-Original-*; 429 becomes 403 + X-Extauthz-Status.
+	// No trusted_proxies: the peer (this test, 127.0.0.1) is the client whatever the headers say.
 	nginx := map[string]string{"X-Original-Method": "POST", "X-Original-Uri": "/login?next=/", "X-Real-Ip": "198.51.100.1"}
 	for i := 0; i < 2; i++ {
 		if resp := do("GET", "/nginx", nginx); resp.StatusCode != 200 {
@@ -199,10 +200,31 @@ func TestHTTPModes(t *testing.T) {
 	// forward_auth: X-Forwarded-*; denials verbatim (429 stays 429).
 	fwd := map[string]string{"X-Forwarded-Method": "POST", "X-Forwarded-Uri": "/login", "X-Forwarded-For": "203.0.113.5, 198.51.100.1"}
 	if resp := do("GET", "/forward", fwd); resp.StatusCode != 429 || resp.Header.Get("RateLimit") == "" {
-		t.Fatalf("forward 429 (same client as nginx via the last X-Forwarded-For): %d %v", resp.StatusCode, resp.Header)
+		t.Fatalf("forward 429 (same peer as nginx; forwarding headers are not trusted): %d %v", resp.StatusCode, resp.Header)
 	}
-	if resp := do("GET", "/forward?policy=health", map[string]string{"X-Forwarded-Uri": "/x"}); resp.StatusCode != 200 {
+	// The operator names a policy in the endpoint's path; the query string (which Caddy passes
+	// through from the client) never chooses one, and an unknown name is refused, never a fallback.
+	if resp := do("GET", "/forward/health", map[string]string{"X-Forwarded-Uri": "/x"}); resp.StatusCode != 200 {
 		t.Fatalf("forward with a named policy: %d", resp.StatusCode)
+	}
+	if resp := do("GET", "/forward?policy=health", map[string]string{"X-Forwarded-Uri": "/x"}); resp.StatusCode != 403 {
+		t.Fatalf("a client's ?policy= chose a policy: %d", resp.StatusCode)
+	}
+	if resp := do("GET", "/nginx/health?policy=admin", map[string]string{"X-Original-Uri": "/admin/x"}); resp.StatusCode != 200 {
+		t.Fatalf("nginx with a named policy and a client's query: %d", resp.StatusCode)
+	}
+	if resp := do("GET", "/forward/nope", map[string]string{"X-Forwarded-Uri": "/healthz"}); resp.StatusCode != 500 || resp.Header.Get(StatusHeader) != "500" {
+		t.Fatalf("unknown policy: %d", resp.StatusCode)
+	}
+	// A target components could read differently is refused on every endpoint.
+	if resp := do("GET", "/forward", map[string]string{"X-Forwarded-Uri": "/healthz/../admin/x"}); resp.StatusCode != 400 {
+		t.Fatalf("forward dot segments: %d", resp.StatusCode)
+	}
+	if resp := do("GET", "/nginx", map[string]string{"X-Original-Uri": "/healthz#/../admin"}); resp.StatusCode != 403 || resp.Header.Get(StatusHeader) != "400" {
+		t.Fatalf("nginx fragment: %d %v", resp.StatusCode, resp.Header)
+	}
+	if resp := do("GET", "/nginx", nil); resp.Header.Get(StatusHeader) != "400" {
+		t.Fatalf("nginx without X-Original-URI: %d %v", resp.StatusCode, resp.Header)
 	}
 	if resp := do("GET", "/elsewhere", nil); resp.StatusCode != 404 {
 		t.Fatalf("unknown endpoint: %d", resp.StatusCode)

@@ -72,6 +72,16 @@ type Config struct {
 	// flow.
 	Cache Cache `yaml:"cache"`
 
+	// TrustedProxies are the CIDRs of proxies whose client-address header is believed. Without
+	// them only the peer's address (or Envoy's source address) counts, so a client cannot pick
+	// the address its `by: ip` limits count against.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// ClientIPHeader is the header a trusted proxy puts the client's address in:
+	// x-forwarded-for (the right-most address that is not a trusted proxy) or x-real-ip.
+	ClientIPHeader string `yaml:"client_ip_header"`
+	// Request bounds and canonicalizes what every transport receives.
+	Request Request `yaml:"request"`
+
 	// origins maps a field path to where its value came from (file and line, or an environment
 	// variable), so that Validate can point at the source of a bad value. It is shared between
 	// copies of a Config and never written after Parse except by ApplyEnv, which replaces it.
@@ -201,6 +211,9 @@ func Default() *Config {
 		APIKeys:  defaultAPIKeysSection(),
 		Limits:   Limits{Prefix: DefaultLimitPrefix},
 		Cache:    defaultCache(),
+
+		ClientIPHeader: DefaultClientIPHeader,
+		Request:        Request{MaxHeaders: DefaultMaxHeaders, MaxTargetLength: DefaultMaxTargetLength},
 	}
 }
 

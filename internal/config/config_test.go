@@ -98,6 +98,8 @@ func TestParseGood(t *testing.T) {
 		APIKeys:         defaultAPIKeysSection(),
 		Limits:          Limits{Prefix: DefaultLimitPrefix},
 		Cache:           defaultCache(),
+		ClientIPHeader:  DefaultClientIPHeader,
+		Request:         Request{MaxHeaders: DefaultMaxHeaders, MaxTargetLength: DefaultMaxTargetLength},
 	}
 	withDefaults := func(edit func(c *Config)) Config {
 		c := Default()

@@ -254,6 +254,8 @@ func (p *Pipe) do(ctx context.Context, cmd *command) (interface{}, error) {
 			return nil, redis.Nil
 		case replyError:
 			return nil, v
+		case rangeError:
+			return nil, v
 		}
 		return v, nil
 	case <-ctx.Done():

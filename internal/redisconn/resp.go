@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"time"
 )
@@ -26,6 +27,20 @@ const (
 
 // errProtocol marks a reply that is not RESP2. The connection is closed after one.
 var errProtocol = errors.New("redis protocol error")
+
+// errIntRange marks an integer reply, well formed, that an int64 cannot hold. It fails its
+// command only: the reply has been read whole, so the connection is still in step.
+var errIntRange = errors.New("redis integer reply out of range")
+
+// rangeError is the value readReply gives for an integer reply out of range, or for an array
+// holding one (read to its end). Like replyError it belongs to its command; Pipe returns it
+// as that command's error.
+type rangeError string
+
+func (e rangeError) Error() string { return fmt.Sprintf("redisconn: %v: %s", errIntRange, string(e)) }
+
+// Unwrap makes errors.Is(err, errIntRange) hold.
+func (rangeError) Unwrap() error { return errIntRange }
 
 // replyError is an error reply ("-ERR ...", "-NOSCRIPT ..."). It is a go-redis Error, so
 // redis.HasErrorPrefix and the callers' NOSCRIPT and WRONGTYPE checks work unchanged. It
@@ -132,6 +147,9 @@ func readValue(r *bufio.Reader, depth int) (interface{}, error) {
 		return replyError(line[1:]), nil
 	case ':':
 		n, err := parseInt(line[1:])
+		if errors.Is(err, errIntRange) {
+			return rangeError(truncate(line[1:], 40)), nil
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -151,12 +169,20 @@ func readValue(r *bufio.Reader, depth int) (interface{}, error) {
 			return nil, fmt.Errorf("%w: arrays nested deeper than %d", errProtocol, maxDepth)
 		}
 		out := make([]interface{}, n)
+		var bad interface{}
 		for i := range out {
 			// An error inside an array (a script's pcall result) stays a value, the way
-			// go-redis returns it.
+			// go-redis returns it. An integer out of range makes the whole array that
+			// value, once the array has been read to its end.
 			if out[i], err = readValue(r, depth+1); err != nil {
 				return nil, err
 			}
+			if re, ok := out[i].(rangeError); ok && bad == nil {
+				bad = re
+			}
+		}
+		if bad != nil {
+			return bad, nil
 		}
 		return out, nil
 	default:
@@ -164,9 +190,13 @@ func readValue(r *bufio.Reader, depth int) (interface{}, error) {
 	}
 }
 
-// parseLength parses the length of a bulk string or an array: -1 (nil) up to limit.
+// parseLength parses the length of a bulk string or an array: -1 (nil) up to limit. Unlike
+// an integer reply, a length out of range is a protocol error: what follows cannot be read.
 func parseLength(b []byte, limit int64, what string) (int64, error) {
 	n, err := parseInt(b)
+	if errors.Is(err, errIntRange) {
+		return 0, fmt.Errorf("%w: %s length %q", errProtocol, what, truncate(b, 40))
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -217,31 +247,48 @@ func readLine(r *bufio.Reader) ([]byte, error) {
 	return line[:len(line)-2], nil
 }
 
-// parseInt parses a RESP integer without allocating.
+// parseInt parses a RESP integer without allocating. A well-formed integer outside int64
+// (any number of digits) is errIntRange; anything else that is not an integer is
+// errProtocol.
 func parseInt(b []byte) (int64, error) {
-	if len(b) == 0 || len(b) > 20 {
-		return 0, fmt.Errorf("%w: bad integer %q", errProtocol, b)
-	}
-	neg := b[0] == '-'
+	digits := b
+	neg := len(b) > 0 && b[0] == '-'
 	if neg {
-		b = b[1:]
-		if len(b) == 0 {
-			return 0, fmt.Errorf("%w: bad integer %q", errProtocol, "-")
-		}
+		digits = b[1:]
 	}
-	var n int64
-	for _, c := range b {
+	if len(digits) == 0 {
+		return 0, fmt.Errorf("%w: bad integer %q", errProtocol, truncate(b, 40))
+	}
+	var n uint64
+	over := false
+	for _, c := range digits {
 		if c < '0' || c > '9' {
-			return 0, fmt.Errorf("%w: bad integer %q", errProtocol, b)
+			return 0, fmt.Errorf("%w: bad integer %q", errProtocol, truncate(b, 40))
 		}
-		d := int64(c - '0')
-		if n > (1<<63-1-d)/10 {
-			return 0, fmt.Errorf("%w: integer out of range %q", errProtocol, b)
+		d := uint64(c - '0')
+		if over || n > (math.MaxUint64-d)/10 {
+			over = true
+			continue
 		}
 		n = n*10 + d
 	}
+	limit := uint64(math.MaxInt64)
 	if neg {
-		n = -n
+		limit++ // -2^63 fits
 	}
-	return n, nil
+	if over || n > limit {
+		return 0, fmt.Errorf("%w: %q", errIntRange, truncate(b, 40))
+	}
+	if neg {
+		return int64(-n), nil
+	}
+	return int64(n), nil
+}
+
+// truncate returns b as a string of at most n bytes, for error messages.
+func truncate(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[:n]) + "..."
+	}
+	return string(b)
 }

@@ -13,27 +13,67 @@ func TestParseInt(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
 		want int64
-		ok   bool
+		// err is nil, errIntRange (well formed, too large) or errProtocol.
+		err error
 	}{
-		{"0", 0, true},
-		{"-1", -1, true},
-		{"42", 42, true},
-		{"9223372036854775807", 1<<63 - 1, true},
-		{"-9223372036854775807", -(1<<63 - 1), true},
-		{"9223372036854775808", 0, false},
-		{"", 0, false},
-		{"-", 0, false},
-		{"+1", 0, false},
-		{"1 ", 0, false},
-		{"0x10", 0, false},
-		{"123456789012345678901", 0, false},
+		{"0", 0, nil},
+		{"-1", -1, nil},
+		{"42", 42, nil},
+		{"9223372036854775807", 1<<63 - 1, nil},
+		{"-9223372036854775807", -(1<<63 - 1), nil},
+		// Redis sends -2^63 for a Lua number at or past 2^63 (INCRBY to 2^63-1, then
+		// returned from a script): it must not read as a broken connection.
+		{"-9223372036854775808", -1 << 63, nil},
+		{"9223372036854775808", 0, errIntRange},
+		{"-9223372036854775809", 0, errIntRange},
+		{"18446744073709551616", 0, errIntRange},
+		{"123456789012345678901", 0, errIntRange},
+		{strings.Repeat("9", 400), 0, errIntRange},
+		{"", 0, errProtocol},
+		{"-", 0, errProtocol},
+		{"+1", 0, errProtocol},
+		{"1 ", 0, errProtocol},
+		{"0x10", 0, errProtocol},
+		{strings.Repeat("9", 30) + "x", 0, errProtocol},
 	} {
 		got, err := parseInt([]byte(tc.in))
-		if (err == nil) != tc.ok || (tc.ok && got != tc.want) {
-			t.Errorf("parseInt(%q) = %d, %v; want %d, ok %v", tc.in, got, err, tc.want, tc.ok)
+		if tc.err == nil && (err != nil || got != tc.want) {
+			t.Errorf("parseInt(%.40q) = %d, %v; want %d", tc.in, got, err, tc.want)
 		}
-		if err != nil && !errors.Is(err, errProtocol) {
-			t.Errorf("parseInt(%q) error %v is not a protocol error", tc.in, err)
+		if tc.err != nil && !errors.Is(err, tc.err) {
+			t.Errorf("parseInt(%.40q) = %d, %v; want %v", tc.in, got, err, tc.err)
+		}
+		if errors.Is(err, errIntRange) && errors.Is(err, errProtocol) {
+			t.Errorf("parseInt(%.40q): %v is both out of range and a protocol error", tc.in, err)
+		}
+	}
+}
+
+// An integer reply out of range becomes its command's error value, alone or inside an
+// array, and the reader stays in step: the next reply reads as it was sent. A length out of
+// range still breaks the connection, since what follows it cannot be found.
+func TestReadReplyIntegerOutOfRange(t *testing.T) {
+	huge := "99999999999999999999999"
+	for _, tc := range []struct{ name, in string }{
+		{"alone", ":" + huge + "\r\n"},
+		{"in an array", "*3\r\n:1\r\n:" + huge + "\r\n$1\r\nx\r\n"},
+		{"nested, with a later one", "*2\r\n*2\r\n:-" + huge + "\r\n:2\r\n:" + huge + "\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := bufio.NewReaderSize(strings.NewReader(tc.in+"+NEXT\r\n"), 64)
+			v, err := readReply(r)
+			re, ok := v.(rangeError)
+			if err != nil || !ok || !errors.Is(re, errIntRange) || errors.Is(re, errProtocol) {
+				t.Fatalf("readReply = %#v, %v; want a rangeError value", v, err)
+			}
+			if v, err := readReply(r); v != "NEXT" || err != nil {
+				t.Fatalf("next reply = %#v, %v; want NEXT: the reader lost its place", v, err)
+			}
+		})
+	}
+	for _, in := range []string{"$" + huge + "\r\n", "*" + huge + "\r\n"} {
+		if _, err := readReply(bufio.NewReader(strings.NewReader(in))); !errors.Is(err, errProtocol) {
+			t.Errorf("readReply(%q) = %v, want a protocol error", in, err)
 		}
 	}
 }

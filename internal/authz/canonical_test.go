@@ -13,6 +13,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/config"
 	"github.com/extauthz/extauthz/internal/policy"
+	"github.com/extauthz/extauthz/internal/ratelimit"
 )
 
 func compileSet(t *testing.T, yaml string) *policy.Set {
@@ -177,5 +178,39 @@ func TestReadIsCanonical(t *testing.T) {
 	}
 	if _, err := e.Read(Raw{Method: "GET", Target: "/" + strings.Repeat("a", 9000)}); err == nil {
 		t.Error("a 9 KB target accepted")
+	}
+}
+
+// fallbackLimiter fails like Redis and answers from local counts, as ratelimit.Guard does.
+type fallbackLimiter struct{ allowed bool }
+
+func (f fallbackLimiter) Allow(_ context.Context, reqs []ratelimit.Request) (time.Time, []ratelimit.Decision, error) {
+	ds := make([]ratelimit.Decision, len(reqs))
+	for i, r := range reqs {
+		ds[i] = ratelimit.Decision{Allowed: f.allowed, Limit: r.Limit.Requests, Reset: time.Minute, RetryAfter: time.Minute}
+	}
+	return time.Now(), ds, fmt.Errorf("%w: %w", ratelimit.ErrFallback, context.DeadlineExceeded)
+}
+
+// A Redis failure under failure.limits: open no longer switches limits off: the local counts
+// decide, marked degraded; under closed it is an error, as before.
+func TestLimitsFallBackToLocalCounts(t *testing.T) {
+	set := compileSet(t, `
+policies:
+  - {name: open, match: {path_prefix: /open}, auth: none, limits: [{by: ip, requests: 5, window: 1m}], failure: {limits: open}}
+  - {name: closed, match: {path_prefix: /closed}, auth: none, limits: [{by: ip, requests: 5, window: 1m}], failure: {limits: closed}}
+`)
+	raw := func(target string) Raw { return Raw{Method: "GET", Target: target, Peer: PeerAddr("192.0.2.1")} }
+	over := New(set, Options{Limiter: fallbackLimiter{allowed: false}, Headers: ratelimit.FormatDraft7})
+	if d := over.DecideRaw(context.Background(), raw("/open")); d.Allow || d.Status != 429 {
+		t.Errorf("open policy, local counts over: %+v", d)
+	}
+	under := New(set, Options{Limiter: fallbackLimiter{allowed: true}, Headers: ratelimit.FormatDraft7})
+	d := under.DecideRaw(context.Background(), raw("/open"))
+	if v, _ := header(d.SetHeaders, DegradedHeader); !d.Allow || v != "limits" {
+		t.Errorf("open policy, local counts under: %+v", d)
+	}
+	if d := under.DecideRaw(context.Background(), raw("/closed")); d.Err == nil || d.Allow {
+		t.Errorf("closed policy: %+v", d)
 	}
 }

@@ -271,8 +271,11 @@ func (e *Engine) decide(ctx context.Context, r *Request) Decision {
 		over, hdrs, err := e.limit(ctx, st, p, limits, id, r)
 		switch {
 		case err != nil && p.LimitsOpen:
-			e.log.Warn("rate limit backend failed, letting the request through (failure.limits: open)",
-				zap.String("policy", p.Name), zap.Error(err))
+			// Under failure.limits: open a Redis failure does not switch limits off: the
+			// limiter's local per-process counts decide (ratelimit.Guard), so a flood that
+			// makes Redis miss its deadlines is still limited, per replica.
+			e.log.Warn("rate limit backend failed, deciding on this replica's local counts (failure.limits: open)",
+				zap.String("policy", p.Name), zap.Bool("local_counts", hdrs != nil), zap.Error(err))
 			degraded = append(degraded, "limits")
 		case err != nil:
 			d.Err, d.Reason = err, "backend_error"
@@ -360,7 +363,9 @@ func denialMessage(reason string) string {
 }
 
 // limit checks the policy's limits for this request in one round trip and returns whether any
-// is exceeded, with the RateLimit headers describing them.
+// is exceeded, with the RateLimit headers describing them. When Redis failed but the limiter
+// decided on local counts (ratelimit.ErrFallback), it returns those verdicts and headers with
+// the error.
 func (e *Engine) limit(ctx context.Context, st *policy.Set, p *policy.Policy, limits []policy.Limit, id identity, r *Request) (bool, []ratelimit.Header, error) {
 	reqs := make([]ratelimit.Request, 0, len(limits))
 	names := make([]string, 0, len(limits))
@@ -388,10 +393,15 @@ func (e *Engine) limit(ctx context.Context, st *policy.Set, p *policy.Policy, li
 			m.RedisErrors.WithLabelValues("policy_limits", ratelimit.FailureReason(err)).Inc()
 		}
 	}
-	if err != nil {
+	var fallback error
+	switch {
+	case err != nil && errors.Is(err, ratelimit.ErrFallback) && len(ds) == len(reqs):
+		// Redis failed and the limiter decided on its local counts: the caller chooses
+		// between those decisions (limits open) and an error (limits closed).
+		fallback = err
+	case err != nil:
 		return false, nil, err
-	}
-	if len(ds) != len(reqs) {
+	case len(ds) != len(reqs):
 		return false, nil, errors.New("limiter answered a different number of decisions")
 	}
 	over := false
@@ -414,7 +424,7 @@ func (e *Engine) limit(ctx context.Context, st *policy.Set, p *policy.Policy, li
 			Over:      !dec.Allowed,
 		}
 	}
-	return over, ratelimit.AppendHeaders(nil, e.opts.Headers, quotas, now), nil
+	return over, ratelimit.AppendHeaders(nil, e.opts.Headers, quotas, now), fallback
 }
 
 // subjectFor names whom a limit counts: subject is kind-qualified for our own keys, raw is the

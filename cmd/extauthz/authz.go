@@ -27,7 +27,7 @@ import (
 func buildEngine(cfg *config.Config, rc *redisconn.Client, backend decisionRedis, format ratelimit.Format, log *zap.Logger, m *metrics.Metrics) (*authz.Engine, *keyspace.Watcher, error) {
 	watcher := newWatcher(cfg, rc, log, m)
 	opts := authz.Options{
-		Limiter:         ratelimit.NewLimiter(backend),
+		Limiter:         ratelimit.NewGuard(ratelimit.NewLimiter(backend), ratelimit.GuardOptions{Size: cfg.Limits.LocalCacheSize, OnCacheHit: m.PolicyOverLimitCacheHits.Inc, OnFallback: m.LimitFallbackObserver()}),
 		Timeout:         rc.Timeout(),
 		Headers:         format,
 		Logger:          log.Named("authz"),

@@ -12,6 +12,9 @@ const (
 	DefaultAPIKeyPrefix   = "apikey:"
 	DefaultAPIKeyToken    = "eak_"
 	DefaultLimitPrefix    = "rl:"
+	// DefaultLimitLocalCacheSize bounds each replica's table of policy limit keys (the
+	// over-limit cache and the local counts used when Redis fails), about 200 bytes an entry.
+	DefaultLimitLocalCacheSize = 100000
 
 	// EnvSessionSecret holds the session secrets, comma-separated, newest first. It overrides
 	// sessions.secrets so that secrets can live in a Kubernetes Secret, not a ConfigMap.
@@ -82,6 +85,10 @@ type Limits struct {
 	// Prefix starts every policy limit key. "rl:" matches rate-limit-redis's default, so that
 	// fixed-window counters can be shared with Express apps during a migration.
 	Prefix string `yaml:"prefix"`
+	// LocalCacheSize is how many limit keys each replica remembers: keys already over their
+	// limit, answered without Redis until their retry-after, and per-process counts that
+	// decide when Redis fails. 0 turns both off.
+	LocalCacheSize int `yaml:"local_cache_size"`
 }
 
 // Policy is one route policy; the first whose match fits a request decides it, unless the
@@ -144,6 +151,10 @@ type Failure struct {
 // defaultSessions, defaultAPIKeys and defaultLimits fill Default.
 func defaultSessions() Sessions {
 	return Sessions{Cookie: DefaultSessionCookie, Prefix: DefaultSessionPrefix, Subject: DefaultSessionSubject}
+}
+
+func defaultLimits() Limits {
+	return Limits{Prefix: DefaultLimitPrefix, LocalCacheSize: DefaultLimitLocalCacheSize}
 }
 
 func defaultAPIKeysSection() APIKeys {

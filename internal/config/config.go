@@ -209,7 +209,7 @@ func Default() *Config {
 		Tracing:  defaultTracing(),
 		Sessions: defaultSessions(),
 		APIKeys:  defaultAPIKeysSection(),
-		Limits:   Limits{Prefix: DefaultLimitPrefix},
+		Limits:   defaultLimits(),
 		Cache:    defaultCache(),
 
 		ClientIPHeader: DefaultClientIPHeader,

@@ -96,7 +96,7 @@ func TestParseGood(t *testing.T) {
 		Tracing:         defaultTracing(),
 		Sessions:        defaultSessions(),
 		APIKeys:         defaultAPIKeysSection(),
-		Limits:          Limits{Prefix: DefaultLimitPrefix},
+		Limits:          defaultLimits(),
 		Cache:           defaultCache(),
 		ClientIPHeader:  DefaultClientIPHeader,
 		Request:         Request{MaxHeaders: DefaultMaxHeaders, MaxTargetLength: DefaultMaxTargetLength},

@@ -76,6 +76,9 @@ func (k *checker) limitsSection() {
 	if p == "" || strings.ContainsAny(p, "{} \t\r\n") {
 		k.fail("limits.prefix", p, "%q must be non-empty, without braces or whitespace", p)
 	}
+	if n := k.c.Limits.LocalCacheSize; n < 0 {
+		k.fail("limits.local_cache_size", n, "must be >= 0 (0 turns the local cache off), got %d", n)
+	}
 }
 
 func (k *checker) policies() {

@@ -42,6 +42,12 @@ type Metrics struct {
 	// RedisConnFailures counts failed dials and closed connections of the decisions' pipelined
 	// Redis client, by reason (dial, timeout, io, protocol).
 	RedisConnFailures *prometheus.CounterVec
+	// PolicyOverLimitCacheHits counts policy limit checks answered by the local over-limit
+	// cache, without Redis.
+	PolicyOverLimitCacheHits prometheus.Counter
+	// PolicyLimitFallback counts policy limit checks decided by local counts because Redis
+	// failed, by result (allow, deny).
+	PolicyLimitFallback *prometheus.CounterVec
 	// ConfigReloads counts configuration reloads by component and result (success, error).
 	ConfigReloads *prometheus.CounterVec
 	// ConfigLastReload is the Unix time of the last successful reload by component.
@@ -105,6 +111,14 @@ func New() *Metrics {
 			Namespace: Namespace, Subsystem: "redis", Name: "pipeline_connection_failures_total",
 			Help: "Failed dials and closed connections of the decisions' pipelined Redis client, by reason: dial, timeout, io, protocol.",
 		}, []string{"reason"}),
+		PolicyOverLimitCacheHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "policy", Name: "overlimit_cache_hits_total",
+			Help: "Policy limit checks answered by the local over-limit cache, without Redis.",
+		}),
+		PolicyLimitFallback: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "policy", Name: "limit_fallback_total",
+			Help: "Policy limit checks decided by per-process local counts because Redis failed, by result (allow, deny).",
+		}, []string{"result"}),
 		CacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: "cache", Name: "lookups_total",
 			Help: "Session and API key cache lookups by cache and result; evicted counts entries dropped to make room.",
@@ -140,6 +154,7 @@ func New() *Metrics {
 		m.RLSRequests, m.RLSDescriptors, m.RLSDuration,
 		m.Decisions, m.DecisionDuration,
 		m.RedisDuration, m.RedisErrors, m.RedisPipeline, m.RedisConnFailures,
+		m.PolicyOverLimitCacheHits, m.PolicyLimitFallback,
 		m.ConfigReloads, m.ConfigLastReload,
 		m.InFlight, m.Ready,
 		m.CacheLookups, m.CacheInvalidations, m.CacheActive,
@@ -161,6 +176,19 @@ func (m *Metrics) CacheObserver(cache string) func(result string) {
 	return func(result string) {
 		if c, ok := cs[result]; ok {
 			c.Inc()
+		}
+	}
+}
+
+// LimitFallbackObserver returns a function that counts one fallback decision of the policy
+// limits by whether it allowed the request, with both counters resolved up front.
+func (m *Metrics) LimitFallbackObserver() func(allowed bool) {
+	allow, deny := m.PolicyLimitFallback.WithLabelValues("allow"), m.PolicyLimitFallback.WithLabelValues("deny")
+	return func(allowed bool) {
+		if allowed {
+			allow.Inc()
+		} else {
+			deny.Inc()
 		}
 	}
 }

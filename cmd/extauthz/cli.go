@@ -19,6 +19,8 @@ Usage:
   extauthz serve [--config FILE] [--grpc-addr HOST:PORT] [--http-addr HOST:PORT]
                  [--admin-addr HOST:PORT] [--redis-url URL] [--rls-config-dir DIR]
   extauthz config validate --config FILE
+  extauthz config nginx|caddy|traefik --config FILE [--listen ADDR] [--upstream ADDR]
+                  [--extauthz ADDR] [--policy NAME] [--admin ADDR] [--bind HOST]
   extauthz apikey create --owner OWNER [--tier T] [--scopes a,b] [--expires DURATION] [--name N]
                          [--redis-url URL | --config FILE]
   extauthz apikey list [--json] [--redis-url URL | --config FILE]
@@ -38,11 +40,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "serve":
 		return runServe(args[1:], stdout, stderr)
 	case "config":
-		if len(args) < 2 || args[1] != "validate" {
-			fmt.Fprintln(stderr, "usage: extauthz config validate --config FILE")
-			return 2
+		switch {
+		case len(args) >= 2 && args[1] == "validate":
+			return runValidate(args[2:], stdout, stderr)
+		case len(args) >= 2 && isProxy(args[1]):
+			return runProxyConf(args[1], args[2:], stdout, stderr)
 		}
-		return runValidate(args[2:], stdout, stderr)
+		fmt.Fprintln(stderr, configUsage)
+		return 2
 	case "apikey":
 		return runAPIKey(args[1:], stdout, stderr)
 	case "version", "--version", "-version":

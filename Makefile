@@ -47,6 +47,13 @@ soak: ## 10-minute memory soak: RSS, heap, goroutines, Redis connections must st
 microbench: ## Go micro-benchmarks of the hot path, with allocations.
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
 
+.PHONY: examples
+examples: ## Write examples/nginx, caddy and traefik again from examples/extauthz.yaml (a test checks they match).
+	@mkdir -p examples/traefik
+	$(GO) run ./cmd/extauthz config nginx --config examples/extauthz.yaml --listen '{{LISTEN}}' --upstream '{{UPSTREAM}}' --extauthz '{{EXTAUTHZ_HTTP}}' > examples/nginx/nginx.conf.tmp && mv examples/nginx/nginx.conf.tmp examples/nginx/nginx.conf
+	$(GO) run ./cmd/extauthz config caddy --config examples/extauthz.yaml --listen '{{LISTEN}}' --upstream '{{UPSTREAM}}' --extauthz '{{EXTAUTHZ_HTTP}}' --bind '{{BIND}}' --admin '{{ADMIN}}' > examples/caddy/Caddyfile.tmp && mv examples/caddy/Caddyfile.tmp examples/caddy/Caddyfile
+	$(GO) run ./cmd/extauthz config traefik --config examples/extauthz.yaml --listen '{{LISTEN}}' --upstream '{{UPSTREAM}}' --extauthz '{{EXTAUTHZ_HTTP}}' > examples/traefik/dynamic.yaml.tmp && mv examples/traefik/dynamic.yaml.tmp examples/traefik/dynamic.yaml
+
 .PHONY: lint
 lint: ## gofmt and go vet.
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }

@@ -14,7 +14,14 @@ type overCache struct {
 	mu  sync.RWMutex
 	m   map[string]time.Time // counter key + window -> local time the window ends
 	max int
+	// nextSweep is the earliest a full cache is swept again, so that a cache full of live
+	// entries costs one sweep per sweepEvery, not one per request that goes over a limit.
+	nextSweep time.Time
+	sweeps    int // for tests
 }
+
+// sweepEvery is the shortest time between two sweeps of a full cache.
+const sweepEvery = time.Second
 
 func newOverCache(max int) *overCache {
 	if max <= 0 {
@@ -38,9 +45,9 @@ func (c *overCache) over(key string, now time.Time) (time.Duration, bool) {
 	return end.Sub(now), true
 }
 
-// add remembers key as over until end (local time). When full, expired entries are swept;
-// if it is still full, the key is not remembered (the next request asks Redis, as without a
-// cache).
+// add remembers key as over until end (local time). When full, expired entries are swept,
+// at most once per sweepEvery; if it is still full, the key is not remembered (the next
+// request asks Redis, as without a cache).
 func (c *overCache) add(key string, end, now time.Time) {
 	if c == nil {
 		return
@@ -48,6 +55,11 @@ func (c *overCache) add(key string, end, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.m) >= c.max {
+		if now.Before(c.nextSweep) {
+			return
+		}
+		c.nextSweep = now.Add(sweepEvery)
+		c.sweeps++
 		for k, e := range c.m {
 			if !now.Before(e) {
 				delete(c.m, k)

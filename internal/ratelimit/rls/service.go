@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"math"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -49,7 +47,36 @@ type Options struct {
 	// OverLimitCacheSize is how many counters already over their limit are remembered
 	// locally until their window ends; 0 turns the cache off.
 	OverLimitCacheSize int
+	// MaxDescriptors caps the descriptors of one request (default DefaultMaxDescriptors, at
+	// most MaxDescriptorsCap); a request with more is InvalidArgument.
+	MaxDescriptors int
+	// MaxEntries caps the entries of one descriptor (default DefaultMaxEntries, at most
+	// MaxEntriesCap); a descriptor with more is InvalidArgument.
+	MaxEntries int
+	// MaxHitsAddend caps a request's or a descriptor's hits_addend (default
+	// DefaultMaxHitsAddend, at most ratelimit.MaxHits); a larger one is InvalidArgument.
+	MaxHitsAddend uint64
 }
+
+// The input bounds of one ShouldRateLimit request, checked before any matching or Redis
+// call. See "Limits and maxima" in docs/ratelimit.md.
+const (
+	// DefaultMaxDescriptors is far above what Envoy sends: one descriptor per matching
+	// rate_limits action list of the route and virtual host, usually one to four.
+	DefaultMaxDescriptors = 64
+	// MaxDescriptorsCap bounds MaxDescriptors, and with it the counters one script adds:
+	// 256 take Redis under a millisecond, where ten thousand took tens of milliseconds.
+	MaxDescriptorsCap = 256
+	// DefaultMaxEntries is far above what Envoy sends: one entry per action of an action
+	// list, usually one to three.
+	DefaultMaxEntries = 32
+	// MaxEntriesCap bounds MaxEntries. Entries only lengthen a descriptor, which a key
+	// hashes past maxKeyTail bytes, so this bounds matching and hashing work.
+	MaxEntriesCap = 256
+	// DefaultMaxHitsAddend is the largest limit requests_per_unit can express (2^32-1), which
+	// is also the largest request-level hits_addend: a larger addend is over every limit.
+	DefaultMaxHitsAddend = math.MaxUint32
+)
 
 // Service answers envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit with the
 // verdicts envoyproxy/ratelimit gives for the same config directory.
@@ -66,6 +93,10 @@ type Service struct {
 	m       *metrics.Metrics
 	over    *overCache
 	counts  labelCache
+
+	maxDescs   int
+	maxEntries int
+	maxHits    uint64
 }
 
 // NewService returns a Service counting with counter and matching with cfg (nil: no domains).
@@ -79,6 +110,9 @@ func NewService(counter Counter, cfg *Config, opts Options) *Service {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
+	opts.MaxDescriptors = bound(opts.MaxDescriptors, DefaultMaxDescriptors, MaxDescriptorsCap)
+	opts.MaxEntries = bound(opts.MaxEntries, DefaultMaxEntries, MaxEntriesCap)
+	opts.MaxHitsAddend = bound(opts.MaxHitsAddend, DefaultMaxHitsAddend, ratelimit.MaxHits)
 	s := &Service{
 		counter: counter,
 		prefix:  opts.Prefix,
@@ -88,6 +122,10 @@ func NewService(counter Counter, cfg *Config, opts Options) *Service {
 		log:     opts.Logger,
 		m:       opts.Metrics,
 		over:    newOverCache(opts.OverLimitCacheSize),
+
+		maxDescs:   opts.MaxDescriptors,
+		maxEntries: opts.MaxEntries,
+		maxHits:    opts.MaxHitsAddend,
 	}
 	if cfg == nil {
 		cfg, _ = Parse(nil)
@@ -109,7 +147,9 @@ type descriptorState struct {
 	code string
 	// hit is the index into the hits slice, or -1 when the descriptor is not counted.
 	hit int
-	key string
+	// hits is what the descriptor adds to its counter.
+	hits uint64
+	key  string
 	// cachedReset is set when the local over-limit cache answered: the time left in the window.
 	cachedReset time.Duration
 	cached      bool
@@ -154,6 +194,9 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 	if len(descs) == 0 {
 		return nil, domainLabel, status.Error(codes.InvalidArgument, "rate limit descriptor list must not be empty")
 	}
+	if err := s.checkBounds(req); err != nil {
+		return nil, domainLabel, err
+	}
 
 	// Requests carry a few descriptors: their state, quotas and response parts come from
 	// arrays sized once per request (and, up to smallDescs, from the stack).
@@ -166,6 +209,7 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 	for i, d := range descs {
 		st := &states[i]
 		st.hit = -1
+		st.hits = hitsFor(req, d)
 		if !known {
 			// An unknown domain answers OK with no limit, even for request-side overrides,
 			// as the reference does.
@@ -202,7 +246,7 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 			}
 		}
 		st.hit = len(hits)
-		hits = append(hits, ratelimit.Hit{Key: st.key, Window: st.limit.Window, Hits: hitsFor(req, descs[i])})
+		hits = append(hits, ratelimit.Hit{Key: st.key, Window: st.limit.Window, Hits: st.hits})
 	}
 
 	var res ratelimit.FixedWindowResult
@@ -221,6 +265,12 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 			s.m.RedisDuration.WithLabelValues("rls_fixed_window").Observe(time.Since(t0).Seconds())
 		}
 		if err != nil {
+			if errors.Is(err, ratelimit.ErrInvalidHit) {
+				// checkBounds and overrideLimit let nothing through that the counter
+				// rejects; should they ever disagree, the request is still the problem,
+				// not Redis.
+				return nil, domainLabel, status.Error(codes.InvalidArgument, err.Error())
+			}
 			reason := redisReason(ctx, err)
 			if s.m != nil {
 				s.m.RedisErrors.WithLabelValues("rls_fixed_window", reason).Inc()
@@ -378,33 +428,6 @@ func (c *labelCache) counter(vec *prometheus.CounterVec, withRule bool, domain, 
 // move from the stack to the heap.
 const smallDescs = 4
 
-// cacheKey names a counter in one window size: the same descriptor under an override with
-// another unit is another counter.
-func cacheKey(key string, window int64) string {
-	return key + ":" + strconv.FormatInt(window, 10)
-}
-
-// overrideLimit builds the limit a request asks for with its own `limit` field; it replaces
-// config matching for that descriptor.
-func overrideLimit(o *ratelimitv3.RateLimitDescriptor_RateLimitOverride) (*RateLimit, error) {
-	// envoy.type.v3.RateLimitUnit and the response's Unit share their numbering for
-	// SECOND..YEAR.
-	unit := rlsv3.RateLimitResponse_RateLimit_Unit(int32(o.GetUnit()))
-	window, ok := UnitWindow(unit)
-	if !ok {
-		return nil, errors.New("unknown rate limit unit " + o.GetUnit().String())
-	}
-	if m := o.GetUnitMultiplier(); m != nil && m.GetValue() > 1 {
-		window *= int64(m.GetValue())
-	}
-	return &RateLimit{
-		RequestsPerUnit: o.GetRequestsPerUnit(),
-		Unit:            unit,
-		Window:          window,
-		Rule:            "_override",
-	}, nil
-}
-
 // dropReplaced removes every matched limit whose name another matched limit replaces; such a
 // descriptor answers OK with no current limit and its counter is not touched.
 func dropReplaced(states []descriptorState) {
@@ -434,44 +457,6 @@ func dropReplaced(states []descriptorState) {
 			states[i].code = "REPLACED"
 		}
 	}
-}
-
-// hitsFor is the descriptor's own hits_addend when set (0 means check only), else the
-// request's (0 means 1).
-func hitsFor(req *rlsv3.RateLimitRequest, d *ratelimitv3.RateLimitDescriptor) uint64 {
-	if d.GetIsNegativeHits() {
-		// Refunds are not supported: the counter is read, never decremented.
-		return 0
-	}
-	if h := d.GetHitsAddend(); h != nil {
-		return h.GetValue()
-	}
-	if n := req.GetHitsAddend(); n > 0 {
-		return uint64(n)
-	}
-	return 1
-}
-
-// counterKey is prefix + "{" + domain and every entry, escaped + "}". The whole descriptor is
-// the Cluster hash tag, and escaping keeps ("a_b", "c") apart from ("a", "b_c") and keeps
-// braces in values from moving the tag.
-func (s *Service) counterKey(domain string, entries []*ratelimitv3.RateLimitDescriptor_Entry) string {
-	n := len(s.prefix) + len(domain) + 2
-	for _, e := range entries {
-		n += len(e.GetKey()) + len(e.GetValue()) + 2
-	}
-	b := make([]byte, 0, n+16)
-	b = append(b, s.prefix...)
-	b = append(b, '{')
-	b = ratelimit.AppendEscaped(b, domain)
-	for _, e := range entries {
-		b = append(b, '.')
-		b = ratelimit.AppendEscaped(b, e.GetKey())
-		b = append(b, '_')
-		b = ratelimit.AppendEscaped(b, e.GetValue())
-	}
-	b = append(b, '}')
-	return string(b)
 }
 
 // redisReason names a backend failure; a caller that went away is "canceled" whatever the

@@ -39,6 +39,15 @@ descriptors:
     rate_limit: {unit: minute, requests_per_unit: 1}
   - key: day
     rate_limit: {unit: day, requests_per_unit: 10}
+  - key: every
+    descriptors:
+      - {key: unit, value: second, rate_limit: {unit: second, requests_per_unit: 10}}
+      - {key: unit, value: minute, rate_limit: {unit: minute, requests_per_unit: 10}}
+      - {key: unit, value: hour, rate_limit: {unit: hour, requests_per_unit: 10}}
+      - {key: unit, value: day, rate_limit: {unit: day, requests_per_unit: 10}}
+      - {key: unit, value: week, rate_limit: {unit: week, requests_per_unit: 10}}
+      - {key: unit, value: month, rate_limit: {unit: month, requests_per_unit: 10}}
+      - {key: unit, value: year, rate_limit: {unit: year, requests_per_unit: 4294967295}}
 `
 
 // env is a Service served over a real gRPC socket, counting in a real redis-server.
@@ -51,6 +60,13 @@ type env struct {
 
 func newEnv(t *testing.T, format ratelimit.Format) *env {
 	t.Helper()
+	return newEnvWith(t, rls.Options{Headers: format, Timeout: time.Second}, nil)
+}
+
+// newEnvWith is newEnv with the service's options and, unless counter is nil, the counter it
+// builds on the env's redis-server (by default a FixedWindow on a go-redis client).
+func newEnvWith(t *testing.T, opts rls.Options, counter func(r *redistest.Server) rls.Counter) *env {
+	t.Helper()
 	r := redistest.Start(t)
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
 	t.Cleanup(func() { rdb.Close() })
@@ -58,7 +74,11 @@ func newEnv(t *testing.T, format ratelimit.Format) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := rls.NewService(ratelimit.NewFixedWindow(rdb), cfg, rls.Options{Headers: format, Timeout: time.Second})
+	var c rls.Counter = ratelimit.NewFixedWindow(rdb)
+	if counter != nil {
+		c = counter(r)
+	}
+	svc := rls.NewService(c, cfg, opts)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -196,6 +196,10 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, log *zap.
 		Backend:       rc,
 		Grace:         cfg.Shutdown.Grace.D(),
 		Drain:         cfg.Shutdown.Drain.D(),
+		MaxInflight:   cfg.Server.MaxInflight,
+		HTTP:          httpLimits(cfg.Server.HTTP),
+		GRPC:          grpcLimits(cfg.Server.GRPC),
+		Pprof:         cfg.Admin.Pprof,
 		Logger:        log,
 		Metrics:       m,
 	})
@@ -291,6 +295,29 @@ func decisionBackend(r config.Redis, rc *redisconn.Client, m *metrics.Metrics, l
 		},
 	})
 	return p, func() { _ = p.Close() }
+}
+
+func httpLimits(h config.ServerHTTP) server.HTTPLimits {
+	return server.HTTPLimits{
+		ReadHeaderTimeout: h.ReadHeaderTimeout.D(),
+		ReadTimeout:       h.ReadTimeout.D(),
+		WriteTimeout:      h.WriteTimeout.D(),
+		IdleTimeout:       h.IdleTimeout.D(),
+		MaxHeaderBytes:    h.MaxHeaderBytes,
+		MaxBodyBytes:      h.MaxBodyBytes,
+		MaxConnections:    h.MaxConnections,
+	}
+}
+
+// grpcLimits converts the validated section; validation keeps max_concurrent_streams within
+// uint32.
+func grpcLimits(g config.ServerGRPC) server.GRPCLimits {
+	return server.GRPCLimits{
+		MaxConcurrentStreams: uint32(g.MaxConcurrentStreams),
+		MaxConnectionIdle:    g.MaxConnectionIdle.D(),
+		MaxConnections:       g.MaxConnections,
+		KeepaliveMinTime:     g.KeepaliveMinTime.D(),
+	}
 }
 
 func redisOptions(r config.Redis) redisconn.Options {

@@ -71,6 +71,9 @@ type Config struct {
 	// Cache keeps sessions and API key records in memory while Redis keyspace notifications
 	// flow.
 	Cache Cache `yaml:"cache"`
+	// Server bounds the listeners' work; Admin configures the admin listener.
+	Server Server `yaml:"server"`
+	Admin  Admin  `yaml:"admin"`
 
 	// TrustedProxies are the CIDRs of proxies whose client-address header is believed. Without
 	// them only the peer's address (or Envoy's source address) counts, so a client cannot pick
@@ -211,6 +214,7 @@ func Default() *Config {
 		APIKeys:  defaultAPIKeysSection(),
 		Limits:   defaultLimits(),
 		Cache:    defaultCache(),
+		Server:   defaultServer(),
 
 		ClientIPHeader: DefaultClientIPHeader,
 		Request:        Request{MaxHeaders: DefaultMaxHeaders, MaxTargetLength: DefaultMaxTargetLength},

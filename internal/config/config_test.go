@@ -98,6 +98,7 @@ func TestParseGood(t *testing.T) {
 		APIKeys:         defaultAPIKeysSection(),
 		Limits:          defaultLimits(),
 		Cache:           defaultCache(),
+		Server:          defaultServer(),
 		ClientIPHeader:  DefaultClientIPHeader,
 		Request:         Request{MaxHeaders: DefaultMaxHeaders, MaxTargetLength: DefaultMaxTargetLength},
 	}

@@ -43,6 +43,7 @@ func (c *Config) check() []*FieldError {
 	k.limitsSection()
 	k.policies()
 	k.cacheSection()
+	k.server()
 	k.request()
 	return k.errs
 }

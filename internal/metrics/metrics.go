@@ -63,6 +63,15 @@ type Metrics struct {
 	CacheInvalidations *prometheus.CounterVec
 	// CacheActive is 1 while keyspace notifications flow and the caches serve entries.
 	CacheActive prometheus.Gauge
+	// Shed counts calls answered at once because max_inflight decisions were running, by
+	// transport (grpc_check, grpc_ratelimit, http).
+	Shed *prometheus.CounterVec
+	// Connections is the number of open connections by listener (grpc, http, admin).
+	Connections *prometheus.GaugeVec
+	// ConnectionsLimited counts connections closed by a listener's connection cap, by
+	// listener and action: evicted_idle (the longest idle one, to make room) or refused (a
+	// new one, when none was idle).
+	ConnectionsLimited *prometheus.CounterVec
 }
 
 // New builds the collectors and registers them, with the Go and process collectors, on a new
@@ -143,6 +152,18 @@ func New() *Metrics {
 			Namespace: Namespace, Name: "in_flight_requests",
 			Help: "Requests being decided, by RPC.",
 		}, []string{"rpc"}),
+		Shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "shed_total",
+			Help: "Calls answered at once (gRPC UNAVAILABLE, HTTP 503) because max_inflight decisions were running, by transport.",
+		}, []string{"transport"}),
+		Connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "open_connections",
+			Help: "Open connections by listener.",
+		}, []string{"listener"}),
+		ConnectionsLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "connections_limited_total",
+			Help: "Connections closed by a listener's connection cap, by listener and action (evicted_idle, refused).",
+		}, []string{"listener", "action"}),
 		Ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: Namespace, Name: "ready",
 			Help: "1 while the sidecar reports ready, else 0.",
@@ -158,6 +179,7 @@ func New() *Metrics {
 		m.ConfigReloads, m.ConfigLastReload,
 		m.InFlight, m.Ready,
 		m.CacheLookups, m.CacheInvalidations, m.CacheActive,
+		m.Shed, m.Connections, m.ConnectionsLimited,
 	)
 	return m
 }

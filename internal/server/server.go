@@ -1,7 +1,8 @@
 // Package server owns the sidecar's listeners: the gRPC listener (Envoy's ratelimit service,
 // gRPC health and reflection), the HTTP authorization listener and the admin listener
-// (/healthz, /readyz, /metrics, /debug/pprof on loopback), with readiness and graceful
-// shutdown. It holds no policy: the services it serves decide.
+// (/healthz, /readyz, /metrics, /debug/pprof on loopback when asked), with readiness and
+// graceful shutdown. It bounds what any client can hold: connections, time, header and body
+// bytes, and the decisions running at once. It holds no policy: the services it serves decide.
 package server
 
 import (
@@ -10,14 +11,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -55,8 +54,37 @@ type Options struct {
 	// stop sending first.
 	Drain time.Duration
 
+	// MaxInflight caps the Check, ShouldRateLimit and HTTP authorization calls running at
+	// once; past it they are answered at once (gRPC UNAVAILABLE, HTTP 503). 0 means no cap.
+	MaxInflight int
+	// HTTP and GRPC bound the two decision listeners; zero fields mean no bound.
+	HTTP HTTPLimits
+	GRPC GRPCLimits
+	// Pprof serves /debug/pprof on the admin listener when its address is loopback.
+	Pprof bool
+
 	Logger  *zap.Logger
 	Metrics *metrics.Metrics
+}
+
+// HTTPLimits bounds the HTTP authorization listener. A zero field means no bound.
+type HTTPLimits struct {
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// MaxHeaderBytes caps the request line and headers (net/http adds 4 KiB of slack).
+	MaxHeaderBytes int
+	// MaxBodyBytes caps a request body; see capBody. 0 means no cap.
+	MaxBodyBytes int64
+	// MaxConnections caps open connections; see connLimiter.
+	MaxConnections int
+}
+
+// GRPCLimits bounds the gRPC listener. A zero field means no bound (or, for
+// KeepaliveMinTime, the default of GRPCOptions).
+type GRPCLimits struct {
+	MaxConcurrentStreams uint32
+	MaxConnectionIdle    time.Duration
+	MaxConnections       int
+	KeepaliveMinTime     time.Duration
 }
 
 // Server is the running set of listeners.
@@ -69,9 +97,16 @@ type Server struct {
 	admin *http.Server
 
 	grpcL, httpL, adminL net.Listener
+	// httpConns, grpcConns and adminConns cap the open connections of each listener; the
+	// listeners above are them.
+	httpConns, grpcConns, adminConns *connLimiter
 
 	loaded   atomic.Bool
 	stopping atomic.Bool
+	// readyReason is the last readiness answer, so that only its changes are logged, and
+	// lastPingErr the backend's last ping error, logged with it.
+	readyReason atomic.Pointer[string]
+	lastPingErr atomic.Pointer[error]
 }
 
 // serviceName is the gRPC health service name for the whole sidecar ("" is the server).
@@ -97,7 +132,14 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("admin listener: %w", err)
 	}
 
-	s.grpc = grpc.NewServer(append(GRPCOptions(), opts.GRPCExtra...)...)
+	s.grpcConns = newConnLimiter(s.grpcL, opts.GRPC.MaxConnections, false, "grpc", opts.Metrics)
+	s.httpConns = newConnLimiter(s.httpL, opts.HTTP.MaxConnections, true, "http", opts.Metrics)
+	s.adminConns = newConnLimiter(s.adminL, adminMaxConnection, true, "admin", opts.Metrics)
+	s.grpcL, s.httpL, s.adminL = s.grpcConns, s.httpConns, s.adminConns
+
+	limit := newInflight(opts.MaxInflight, opts.Metrics)
+	gopts := append(grpcOptions(opts.GRPC), grpc.ChainUnaryInterceptor(limit.unary))
+	s.grpc = grpc.NewServer(append(gopts, opts.GRPCExtra...)...)
 	if opts.RateLimit != nil {
 		rlsv3.RegisterRateLimitServiceServer(s.grpc, opts.RateLimit)
 	}
@@ -117,19 +159,70 @@ func New(opts Options) (*Server, error) {
 			_, _ = w.Write([]byte(`{"error":"no HTTP authorization endpoint is configured"}` + "\n"))
 		})
 	}
-	s.httpS = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: zap.NewStdLog(s.log)}
-	s.admin = &http.Server{Handler: s.adminMux(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: zap.NewStdLog(s.log)}
+	h = limit.middleware(h)
+	if opts.HTTP.MaxBodyBytes > 0 {
+		h = capBody(opts.HTTP.MaxBodyBytes, h)
+	}
+	l := opts.HTTP
+	s.httpS = &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: l.ReadHeaderTimeout,
+		ReadTimeout:       l.ReadTimeout,
+		WriteTimeout:      l.WriteTimeout,
+		IdleTimeout:       l.IdleTimeout,
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+		ConnState:         s.httpConns.connState,
+		ErrorLog:          zap.NewStdLog(s.log),
+	}
+	s.admin = &http.Server{
+		Handler:           adminHandler(s.adminMux()),
+		ReadHeaderTimeout: adminReadHeaderTimeout,
+		ReadTimeout:       adminReadTimeout,
+		WriteTimeout:      adminWriteTimeout,
+		IdleTimeout:       adminIdleTimeout,
+		MaxHeaderBytes:    adminMaxHeaderSize,
+		ConnState:         s.adminConns.connState,
+		ErrorLog:          zap.NewStdLog(s.log),
+	}
 	return s, nil
 }
 
-// GRPCOptions are the gRPC server settings of the sidecar. The benchmark's do-nothing ceiling
-// server uses the same ones, so the two differ only in the work they do.
-func GRPCOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		// Envoy keeps long-lived HTTP/2 connections and may ping them; allow that.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+// The keepalive settings shared by the sidecar and the benchmark's ceiling server.
+const (
+	// keepaliveMinTime is the shortest interval between a client's pings that is accepted
+	// (more often, and the connection is closed with GOAWAY "too_many_pings"). Envoy's
+	// connection_keepalive.interval must be at least this; the shipped configs use 30 s.
+	keepaliveMinTime = 10 * time.Second
+	// keepaliveTime and keepaliveTimeout: the server pings a connection quiet for 2 min and
+	// closes it when the ping is not answered within 20 s, which finds peers that vanished.
+	keepaliveTime    = 2 * time.Minute
+	keepaliveTimeout = 20 * time.Second
+)
+
+// GRPCOptions are the gRPC server settings of the sidecar without its configured limits. The
+// benchmark's do-nothing ceiling server uses them, so the two differ only in the work they do
+// (the limits cost nothing per call).
+func GRPCOptions() []grpc.ServerOption { return grpcOptions(GRPCLimits{}) }
+
+func grpcOptions(l GRPCLimits) []grpc.ServerOption {
+	minTime := l.KeepaliveMinTime
+	if minTime <= 0 {
+		minTime = keepaliveMinTime
 	}
+	opts := []grpc.ServerOption{
+		// Envoy keeps long-lived HTTP/2 connections and may ping them, with or without calls
+		// in flight; allow that.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: minTime, PermitWithoutStream: true}),
+		// MaxConnectionIdle closes, with GOAWAY, a connection that carried no call for that
+		// long (0: never); keepalive pings do not count as calls.
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time: keepaliveTime, Timeout: keepaliveTimeout, MaxConnectionIdle: l.MaxConnectionIdle,
+		}),
+	}
+	if l.MaxConcurrentStreams > 0 {
+		opts = append(opts, grpc.MaxConcurrentStreams(l.MaxConcurrentStreams))
+	}
+	return opts
 }
 
 // GRPCAddr is the bound gRPC address (useful with port 0).
@@ -143,61 +236,6 @@ func (s *Server) AdminAddr() net.Addr { return s.adminL.Addr() }
 
 // SetLoaded marks the configuration as loaded; readiness needs it.
 func (s *Server) SetLoaded(v bool) { s.loaded.Store(v) }
-
-func (s *Server) adminMux() *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeText(w, http.StatusOK, "ok")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := s.ready(r.Context()); err != nil {
-			writeText(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
-			return
-		}
-		writeText(w, http.StatusOK, "ready")
-	})
-	if s.opts.Metrics != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Metrics.Registry, promhttp.HandlerOpts{}))
-	}
-	if isLoopback(s.adminL.Addr()) {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
-	return mux
-}
-
-func writeText(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_, _ = w.Write([]byte(msg + "\n"))
-}
-
-// errNotLoaded and errStopping explain a 503 from /readyz.
-var (
-	errNotLoaded = errors.New("configuration not loaded")
-	errStopping  = errors.New("shutting down")
-)
-
-func (s *Server) ready(ctx context.Context) error {
-	if s.stopping.Load() {
-		return errStopping
-	}
-	if !s.loaded.Load() {
-		return errNotLoaded
-	}
-	if s.opts.Backend != nil {
-		ctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		if err := s.opts.Backend.Ping(ctx); err != nil {
-			return fmt.Errorf("redis: %w", err)
-		}
-	}
-	return nil
-}
 
 // healthInterval is how often the gRPC health status and the ready gauge follow readiness.
 const healthInterval = time.Second
@@ -301,9 +339,4 @@ func (s *Server) shutdown() {
 	}
 	// The admin listener closes last so /readyz keeps answering 503 until the end.
 	_ = s.admin.Shutdown(ctx)
-}
-
-func isLoopback(a net.Addr) bool {
-	ta, ok := a.(*net.TCPAddr)
-	return ok && ta.IP.IsLoopback()
 }

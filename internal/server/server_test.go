@@ -17,11 +17,19 @@ import (
 	"github.com/extauthz/extauthz/internal/metrics"
 )
 
-type fakeBackend struct{ down atomic.Bool }
+// fakeBackend fails its pings with err while down, an error that names an address the way a
+// Redis dial error does.
+type fakeBackend struct {
+	down atomic.Bool
+	err  error
+}
 
 func (f *fakeBackend) Ping(context.Context) error {
 	if f.down.Load() {
-		return errors.New("connection refused")
+		if f.err != nil {
+			return f.err
+		}
+		return errors.New("redisconn: ping redis://10.1.2.3:6379/0: dial tcp 10.1.2.3:6379: connect: connection refused")
 	}
 	return nil
 }
@@ -63,8 +71,8 @@ func TestReadinessAndShutdown(t *testing.T) {
 		t.Fatalf("/readyz when loaded = %d", code)
 	}
 	be.down.Store(true)
-	if code, body := get(t, admin+"/readyz"); code != 503 {
-		t.Fatalf("/readyz with Redis down = %d %s", code, body)
+	if code, body := get(t, admin+"/readyz"); code != 503 || body != "not ready: redis unreachable\n" {
+		t.Fatalf("/readyz with Redis down = %d %q, want 503 with a fixed phrase", code, body)
 	}
 	be.down.Store(false)
 
@@ -89,8 +97,8 @@ func TestReadinessAndShutdown(t *testing.T) {
 	if code, _ := get(t, admin+"/metrics"); code != 200 {
 		t.Fatalf("/metrics = %d", code)
 	}
-	if code, _ := get(t, admin+"/debug/pprof/"); code != 200 {
-		t.Fatalf("/debug/pprof/ on loopback = %d", code)
+	if code, _ := get(t, admin+"/debug/pprof/"); code != 404 {
+		t.Fatalf("/debug/pprof/ without admin.pprof = %d, want 404", code)
 	}
 	if code, _ := get(t, "http://"+s.HTTPAddr().String()+"/anything"); code != 404 {
 		t.Fatalf("HTTP listener without a handler = %d, want 404", code)

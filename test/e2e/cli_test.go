@@ -104,7 +104,7 @@ func TestServeEmbeddedWithFlagsOnly(t *testing.T) {
 		t.Fatalf("health: %v %v", h, err)
 	}
 
-	// Admin endpoints: metrics without descriptor values, pprof on loopback.
+	// Admin endpoints: metrics without descriptor values; pprof only with admin.pprof.
 	code, body := s.get("/metrics")
 	if code != 200 || !strings.Contains(body, `extauthz_rls_requests_total{code="OK",domain="mesh"}`) {
 		t.Fatalf("/metrics: %d\n%s", code, body)
@@ -112,7 +112,7 @@ func TestServeEmbeddedWithFlagsOnly(t *testing.T) {
 	if strings.Contains(body, "carol") {
 		t.Fatal("a descriptor value leaked into the metrics")
 	}
-	if code, _ := s.get("/debug/pprof/"); code != 200 || !isLoopbackAddr(s.adminAddr) {
-		t.Fatalf("/debug/pprof/ on a loopback admin address = %d, want 200", code)
+	if code, _ := s.get("/debug/pprof/"); code != 404 || !isLoopbackAddr(s.adminAddr) {
+		t.Fatalf("/debug/pprof/ without admin.pprof = %d, want 404", code)
 	}
 }

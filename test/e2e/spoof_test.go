@@ -118,6 +118,11 @@ func TestSpoofedHeadersNeverReachTheApp(t *testing.T) {
 			if rep.status != http.StatusUnauthorized {
 				t.Errorf("%s: /session/page with forged X-Original-URI / X-Forwarded-Uri: status %d, want 401: %s", p.name, rep.status, rep.body)
 			}
+			// A target the app could read differently from extauthz is refused with 400, also
+			// through nginx, which can only pass 401 and 403 from auth_request.
+			if rep := rawGet(t, base, "/open/%2e%2e/session/page", nil); rep.status != http.StatusBadRequest {
+				t.Errorf("%s: /open/%%2e%%2e/session/page: status %d, want 400: %s", p.name, rep.status, rep.body)
+			}
 			for _, rt := range routes {
 				for _, h := range spoofIdentity {
 					for _, st := range spoofStyles {

@@ -146,6 +146,9 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, log *zap.
 		Logger:             log.Named("rls"),
 		Metrics:            m,
 		OverLimitCacheSize: cfg.RateLimit.OverLimitCacheSize,
+		MaxDescriptors:     cfg.RateLimit.MaxDescriptors,
+		MaxEntries:         cfg.RateLimit.MaxEntries,
+		MaxHitsAddend:      uint64(cfg.RateLimit.MaxHitsAddend),
 	})
 	var reloader *rls.Reloader
 	if dir := cfg.RateLimit.ConfigDir; dir != "" {

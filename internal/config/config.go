@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/extauthz/extauthz/internal/ratelimit/rls"
 )
 
 // The defaults, named so that flags, docs and tests can refer to them.
@@ -156,6 +158,15 @@ type RateLimit struct {
 	// OverLimitCacheSize is how many counters already over their limit each replica
 	// remembers until their window ends, answering without Redis; 0 turns it off.
 	OverLimitCacheSize int `yaml:"over_limit_cache_size"`
+	// MaxDescriptors caps the descriptors of one ShouldRateLimit request, 1 to
+	// rls.MaxDescriptorsCap (default rls.DefaultMaxDescriptors); more is InvalidArgument.
+	MaxDescriptors int `yaml:"max_descriptors"`
+	// MaxEntries caps the entries of one descriptor, 1 to rls.MaxEntriesCap (default
+	// rls.DefaultMaxEntries); more is InvalidArgument.
+	MaxEntries int `yaml:"max_entries"`
+	// MaxHitsAddend caps a request's or a descriptor's hits_addend, 1 to ratelimit.MaxHits
+	// (default rls.DefaultMaxHitsAddend, 2^32-1); more is InvalidArgument.
+	MaxHitsAddend int64 `yaml:"max_hits_addend"`
 }
 
 // Log configures the process logger.
@@ -199,6 +210,9 @@ func Default() *Config {
 			Prefix:             DefaultRLSPrefix,
 			Watch:              true,
 			OverLimitCacheSize: DefaultOverLimitCacheSize,
+			MaxDescriptors:     rls.DefaultMaxDescriptors,
+			MaxEntries:         rls.DefaultMaxEntries,
+			MaxHitsAddend:      rls.DefaultMaxHitsAddend,
 		},
 		Log: Log{
 			Level:           DefaultLogLevel,

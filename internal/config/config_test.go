@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/extauthz/extauthz/internal/ratelimit/rls"
 )
 
 // noEnv is a getenv for tests that must not see the process's environment.
@@ -90,7 +92,7 @@ func TestParseGood(t *testing.T) {
 				ServerName: "redis.internal", InsecureSkipVerify: true},
 		},
 		ResponseHeaders: "legacy",
-		RateLimit:       RateLimit{ConfigDir: "/etc/rls.d", Prefix: "edge:", Watch: false, OverLimitCacheSize: DefaultOverLimitCacheSize},
+		RateLimit:       RateLimit{ConfigDir: "/etc/rls.d", Prefix: "edge:", Watch: false, OverLimitCacheSize: DefaultOverLimitCacheSize, MaxDescriptors: rls.DefaultMaxDescriptors, MaxEntries: rls.DefaultMaxEntries, MaxHitsAddend: rls.DefaultMaxHitsAddend},
 		Log:             Log{Level: "debug", Format: "console", DecisionDenials: true},
 		Shutdown:        Shutdown{Grace: Duration(time.Minute), Drain: Duration(5 * time.Second)},
 		Tracing:         defaultTracing(),

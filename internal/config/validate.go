@@ -9,6 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+
+	"github.com/extauthz/extauthz/internal/ratelimit"
+	"github.com/extauthz/extauthz/internal/ratelimit/rls"
 )
 
 // The accepted values of the enumerated settings.
@@ -302,6 +305,15 @@ func validDB(s string) bool {
 func (k *checker) rateLimit() {
 	if n := k.c.RateLimit.OverLimitCacheSize; n < 0 {
 		k.fail("ratelimit.over_limit_cache_size", n, "must be >= 0 (0 turns the cache off), got %d", n)
+	}
+	if n := k.c.RateLimit.MaxDescriptors; n < 1 || n > rls.MaxDescriptorsCap {
+		k.fail("ratelimit.max_descriptors", n, "must be from 1 to %d, got %d", rls.MaxDescriptorsCap, n)
+	}
+	if n := k.c.RateLimit.MaxEntries; n < 1 || n > rls.MaxEntriesCap {
+		k.fail("ratelimit.max_entries", n, "must be from 1 to %d, got %d", rls.MaxEntriesCap, n)
+	}
+	if n := k.c.RateLimit.MaxHitsAddend; n < 1 || n > ratelimit.MaxHits {
+		k.fail("ratelimit.max_hits_addend", n, "must be from 1 to %d (2^52, where counts stop being exact), got %d", int64(ratelimit.MaxHits), n)
 	}
 	p := k.c.RateLimit.Prefix
 	switch {

@@ -280,3 +280,14 @@ type invalidHitCounter struct{}
 func (invalidHitCounter) Add(context.Context, []ratelimit.Hit) (ratelimit.FixedWindowResult, error) {
 	return ratelimit.FixedWindowResult{}, fmt.Errorf("hit 0: %w", ratelimit.ErrInvalidHit)
 }
+
+// Nothing a config file can say fails at run time: every unit's window is within what the
+// counter accepts, so rls.Parse (and LoadDir) accepting a limit means it can be counted.
+func TestEveryConfigUnitFitsTheCounter(t *testing.T) {
+	for v := range rlsv3.RateLimitResponse_RateLimit_Unit_name {
+		w, ok := rls.UnitWindow(rlsv3.RateLimitResponse_RateLimit_Unit(v))
+		if ok && (w <= 0 || w > int64(ratelimit.MaxWindow/time.Second)) {
+			t.Errorf("unit %v: window %ds outside 1..%v", rlsv3.RateLimitResponse_RateLimit_Unit(v), w, ratelimit.MaxWindow)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -212,5 +213,23 @@ policies:
 	}
 	if d := under.DecideRaw(context.Background(), raw("/closed")); d.Err == nil || d.Allow {
 		t.Errorf("closed policy: %+v", d)
+	}
+}
+
+// A well-formed API key sent to a route that does not read it is still stripped upstream; an
+// app's own bearer token is not.
+func TestUnreadKeyIsStripped(t *testing.T) {
+	e := New(compileSet(t, `
+sessions: {secrets: [s]}
+policies:
+  - {name: open, auth: none}
+`), Options{Keys: validatingKeys{}, Limiter: nopLimiter{}})
+	d := e.DecideRaw(context.Background(), Raw{Method: "GET", Target: "/x", Headers: map[string]string{"x-api-key": "k-1"}})
+	if !d.Allow || d.KeyHeader != "x-api-key" || !slices.Contains(d.RemoveHeaders, "x-api-key") {
+		t.Errorf("key on an open route: %+v", d)
+	}
+	d = e.DecideRaw(context.Background(), Raw{Method: "GET", Target: "/x", Headers: map[string]string{"authorization": "Bearer app.jwt.token"}})
+	if d.KeyHeader != "" || slices.Contains(d.RemoveHeaders, "authorization") {
+		t.Errorf("an app's own bearer token was stripped: %+v", d)
 	}
 }

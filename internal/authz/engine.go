@@ -232,6 +232,11 @@ func (e *Engine) decide(ctx context.Context, r *Request) Decision {
 	defer cancel()
 
 	id, status, reason, err := e.identify(ctx, st, p, r)
+	if id.keyHeader == "" {
+		// A well-formed key the route did not read (auth none or session) is still a secret
+		// the app must not receive.
+		id.keyHeader = e.presentedKey(st, r)
+	}
 	var degraded []string
 	switch {
 	case err != nil && p.AuthOpen:

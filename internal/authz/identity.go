@@ -90,6 +90,20 @@ func (e *Engine) identify(ctx context.Context, st *policy.Set, p *policy.Policy,
 	return anon, 401, "unauthenticated", nil
 }
 
+// presentedKey returns the header a well-formed API key came in, or "" when the request
+// carries none (or API keys are not configured). A bearer token that is not one of our keys,
+// such as an app's own JWT, is not a key and stays.
+func (e *Engine) presentedKey(st *policy.Set, r *Request) string {
+	if e.opts.Keys == nil {
+		return ""
+	}
+	key, h, ok := apikeys.FromHeaders(r.Headers, st.APIKeyHeaders)
+	if !ok || !e.wellFormed(key) {
+		return ""
+	}
+	return h
+}
+
 // wellFormed reports whether key has the API key format, when the resolver can tell without
 // I/O (*apikeys.Store can); otherwise every candidate counts.
 func (e *Engine) wellFormed(key string) bool {

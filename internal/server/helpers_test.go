@@ -75,5 +75,18 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
+// idleConns counts the connections l holds that its server reported idle.
+func idleConns(l *connLimiter) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for c := range l.conns {
+		if c.idleSince.Load() != 0 {
+			n++
+		}
+	}
+	return n
+}
+
 // oneLine trims a body for messages.
 func oneLine(s string) string { return strings.TrimSpace(s) }

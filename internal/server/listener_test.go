@@ -76,14 +76,16 @@ func TestHTTPConnectionCapEvictsIdle(t *testing.T) {
 	s := start(t, Options{HTTPHandler: okHandler, HTTP: HTTPLimits{MaxConnections: 3}, Metrics: m})
 	addr := s.HTTPAddr().String()
 	var idle []*rawConn
-	for range 3 {
+	for i := range 3 {
 		c := dialRaw(t, addr)
 		if resp := c.roundTrip(t, getForward); resp.StatusCode != 200 {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
 		idle = append(idle, c)
+		// The server marks a connection idle just after its answer is out, so wait for that:
+		// the connections must turn idle in the order they were opened.
+		waitFor(t, 2*time.Second, fmt.Sprintf("%d idle connections", i+1), func() bool { return idleConns(s.httpConns) == i+1 })
 	}
-	waitFor(t, 2*time.Second, "three open connections", func() bool { return s.httpConns.count() == 3 })
 
 	c := dialRaw(t, addr)
 	if resp := c.roundTrip(t, getForward); resp.StatusCode != 200 {

@@ -262,7 +262,9 @@ func TestLimiterDownFollowsFailurePolicy(t *testing.T) {
 }
 
 func TestPolicyFromContextExtensions(t *testing.T) {
-	e := newTestEngine(t, redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}))
+	down := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	t.Cleanup(func() { down.Close() })
+	e := newTestEngine(t, down)
 	r := req("GET", "/admin/x")
 	r.Policy = "health"
 	if d := e.Decide(context.Background(), r); !d.Allow || d.Policy != "health" {

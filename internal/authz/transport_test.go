@@ -139,7 +139,9 @@ func TestCheckOverGRPC(t *testing.T) {
 }
 
 func TestCheckWithHeaderMap(t *testing.T) {
-	e := newTestEngine(t, redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}))
+	down := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	t.Cleanup(func() { down.Close() })
+	e := newTestEngine(t, down)
 	req := checkRequest("GET", "/admin/x", nil, nil)
 	req.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
 		{Key: "Cookie", RawValue: []byte("sid=alice")},

@@ -75,20 +75,22 @@ type GuardOptions struct {
 //
 // Local fallback counts. Every call adds each key's Cost to a per-process fixed window of
 // the limit's Window, opened at the key's first hit the way AlgorithmFixed opens its
-// windows. When the inner limiter fails (any error but ErrInvalidRequest), Allow returns
+// windows, and the window also keeps the Cost this process let through (granted), whoever
+// decided. When the inner limiter fails (any error but ErrInvalidRequest), Allow returns
 // the error wrapped with ErrFallback and decisions from these counts: a key is Allowed when
-// its local count including this hit is at most Limit.Requests, with Limit Requests and
-// Reset the time left in the local window. A caller that lets requests through when Redis
-// fails can use them, so a flood is still limited per process.
+// its local count including this hit is at most Limit.Requests and so is its granted Cost
+// including this hit, with Limit Requests and Reset the time left in the local window. A
+// caller that lets requests through when Redis fails can use them, so a flood is still
+// limited per process.
 //
 // Hits the fallback allowed were perhaps never seen by Redis (a call that timed out waiting
 // to be sent never ran), so Redis could allow the limit again on top of them. The Guard
-// therefore keeps them, per key and local window, as debt: while a key has debt, a call the
-// inner limiter allows is denied when the key's used quota (Limit minus Remaining) plus the
-// debt exceeds Limit. A flood against one process is then held to about the limit plus the
-// calls in flight at the moment Redis fails or recovers. The price is that hits Redis did
-// count (a call that ran after its caller gave up) are counted twice until the local
-// window ends, and only after a failure.
+// therefore keeps them, per key and local window, as debt: when the inner limiter allows a
+// call, each key whose used quota (Limit minus Remaining) plus its debt, read as the reply
+// is handled, exceeds Limit is denied. Between the two rules, the hits one process lets
+// through in a local window stay within the limit, up to replies handled out of the order
+// Redis decided them in. The price is that hits Redis did count (a call that ran after its
+// caller gave up) are counted twice until the local window ends, and only after a failure.
 //
 // The table is bounded by GuardOptions.Size. When a shard is full, expired entries are
 // swept; when none has expired, a sixteenth of the shard is evicted at random. An evicted
@@ -118,10 +120,10 @@ type guardEntry struct {
 	// limit is the limit the entry was made for; a call with another limit (a reload)
 	// starts the entry over.
 	limit Limit
-	// end is when the local window ends; count and debt are its hits and the hits the
-	// fallback allowed in it.
-	end         time.Duration
-	count, debt int64
+	// end is when the local window ends; count is its hits, granted the hits this process
+	// allowed in it, and debt those of them the fallback allowed.
+	end                  time.Duration
+	count, granted, debt int64
 	// overUntil is when the over-limit mark ends (0: none), for calls of Cost at least
 	// overCost.
 	overUntil time.Duration
@@ -130,7 +132,7 @@ type guardEntry struct {
 
 // guardNote is what one call learned about one key under the shard lock.
 type guardNote struct {
-	count, debt         int64
+	count               int64
 	windowLeft, overFor time.Duration
 }
 
@@ -193,7 +195,9 @@ func (g *Guard) Allow(ctx context.Context, reqs []Request) (time.Time, []Decisio
 		}
 	}
 	if all {
-		repay(ds, notes)
+		for i := range ds {
+			g.settle(&reqs[i], &ds[i], t0)
+		}
 	}
 	return now, ds, nil
 }
@@ -236,7 +240,7 @@ func (g *Guard) note(r *Request, now time.Duration) guardNote {
 	if e.count <= maxExact {
 		e.count += r.Cost
 	}
-	n := guardNote{count: e.count, debt: e.debt, windowLeft: e.end - now}
+	n := guardNote{count: e.count, windowLeft: e.end - now}
 	if now < e.overUntil && r.Cost >= e.overCost {
 		n.overFor = e.overUntil - now
 	}
@@ -259,7 +263,7 @@ func (sh *guardShard) entry(r *Request, now time.Duration) *guardEntry {
 	if e.limit != r.Limit {
 		*e = guardEntry{limit: r.Limit, end: now + r.Limit.Window}
 	} else if now >= e.end {
-		e.end, e.count, e.debt = now+r.Limit.Window, 0, 0
+		e.end, e.count, e.granted, e.debt = now+r.Limit.Window, 0, 0, 0
 	}
 	return e
 }
@@ -312,24 +316,23 @@ func cachedDecisions(reqs []Request, notes []guardNote) []Decision {
 	return ds
 }
 
-// fallback decides a call from its local counts and, when every key allows it, records the
-// hits as debt: Redis may never have seen them.
+// fallback decides a call from its local counts. Each key's verdict and its granted and debt
+// Cost are settled under one lock, so concurrent fallbacks cannot together pass the limit.
+// A key that allows in a call another key denies still records the Cost, which can only make
+// later fallbacks stricter.
 func (g *Guard) fallback(reqs []Request, notes []guardNote, now time.Duration) []Decision {
 	ds := make([]Decision, len(reqs))
 	all := true
 	for i := range reqs {
-		limit, n := reqs[i].Limit.Requests, notes[i]
-		d := Decision{Allowed: n.count <= limit, Limit: limit, Remaining: min(max(limit-n.count, 0), limit), Reset: n.windowLeft}
+		r, n := &reqs[i], notes[i]
+		limit := r.Limit.Requests
+		d := Decision{Allowed: n.count <= limit && g.grant(r, now, true), Limit: limit, Remaining: min(max(limit-n.count, 0), limit), Reset: n.windowLeft}
 		if !d.Allowed {
+			d.Remaining = 0
 			d.RetryAfter = max(n.windowLeft, time.Nanosecond)
 			all = false
 		}
 		ds[i] = d
-	}
-	if all {
-		for i := range reqs {
-			g.addDebt(&reqs[i], now)
-		}
 	}
 	if g.opts.OnFallback != nil {
 		g.opts.OnFallback(all)
@@ -337,28 +340,44 @@ func (g *Guard) fallback(reqs []Request, notes []guardNote, now time.Duration) [
 	return ds
 }
 
-func (g *Guard) addDebt(r *Request, now time.Duration) {
+// grant records r's Cost as let through by this process when that keeps its local window
+// within Limit.Requests, as debt too when the fallback decided, and reports whether it did.
+func (g *Guard) grant(r *Request, now time.Duration, fallback bool) bool {
 	sh := g.shard(r.Key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if e := sh.entry(r, now); e != nil && e.debt <= maxExact {
+	e := sh.entry(r, now)
+	if e == nil {
+		return true
+	}
+	if e.granted+r.Cost > r.Limit.Requests {
+		return false
+	}
+	e.granted += r.Cost
+	if fallback {
 		e.debt += r.Cost
 	}
+	return true
 }
 
-// repay denies, in a call the inner limiter allowed, each key whose used quota plus the
-// fallback's debt exceeds the limit (see Guard). The call was counted in Redis all the same,
-// which only spends quota the fallback already gave away.
-func repay(ds []Decision, notes []guardNote) {
-	for i := range ds {
-		n := notes[i]
-		if n.debt == 0 {
-			continue
-		}
-		d := &ds[i]
-		if used := d.Limit - d.Remaining; used+n.debt > d.Limit {
-			d.Allowed, d.Remaining = false, 0
-			d.RetryAfter = max(n.windowLeft, time.Nanosecond)
-		}
+// settle applies the debt to a key of a call the inner limiter allowed (see Guard): it
+// denies d when the key's used quota plus the fallback's debt exceeds the limit, and
+// otherwise counts the Cost as granted. The call was counted in Redis either way, which only
+// spends quota the fallback already gave away.
+func (g *Guard) settle(r *Request, d *Decision, now time.Duration) {
+	sh := g.shard(r.Key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.entry(r, now)
+	if e == nil {
+		return
+	}
+	if e.debt > 0 && d.Limit-d.Remaining+e.debt > d.Limit {
+		d.Allowed, d.Remaining = false, 0
+		d.RetryAfter = max(e.end-now, time.Nanosecond)
+		return
+	}
+	if e.granted <= maxExact {
+		e.granted += r.Cost
 	}
 }

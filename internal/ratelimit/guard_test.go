@@ -298,6 +298,108 @@ func TestGuardDebt(t *testing.T) {
 	}
 }
 
+// scripted is an inner limiter whose calls each wait for the answer the test sends them.
+type scripted struct {
+	arrived chan chan guardAnswer
+}
+
+type guardAnswer struct {
+	ds  []Decision
+	err error
+}
+
+func (s *scripted) Allow(context.Context, []Request) (time.Time, []Decision, error) {
+	c := make(chan guardAnswer)
+	s.arrived <- c
+	a := <-c
+	return time.Now(), a.ds, a.err
+}
+
+// Redis allowing calls that started after the fallback's candidates leaves the fallback
+// nothing to give: the hits this process let through stay within the limit whichever
+// answer is handled first.
+func TestGuardFallbackAfterRedisAllowed(t *testing.T) {
+	inner := &scripted{arrived: make(chan chan guardAnswer)}
+	g := NewGuard(inner, GuardOptions{Size: 100})
+	r := Request{Key: "k", Limit: Limit{Requests: 2, Window: time.Minute}, Cost: 1}
+	type result struct {
+		allowed bool
+		err     error
+	}
+	results := make(chan result, 4)
+	var answers []chan guardAnswer
+	for range 4 { // noted in order: local counts 1, 2, 3, 4
+		go func() {
+			_, ds, err := g.Allow(t.Context(), []Request{r})
+			results <- result{len(ds) == 1 && ds[0].Allowed, err}
+		}()
+		answers = append(answers, <-inner.arrived)
+	}
+	// Redis has seen only the last two calls and allows both; then the first two fail.
+	for i, rem := range []int64{1, 0} {
+		answers[3-i] <- guardAnswer{ds: []Decision{{Allowed: true, Limit: 2, Remaining: rem}}}
+		if res := <-results; !res.allowed || res.err != nil {
+			t.Fatalf("redis-allowed call %d: %+v, want allowed", i, res)
+		}
+	}
+	for i := range 2 {
+		answers[i] <- guardAnswer{err: errFlaky}
+		if res := <-results; res.allowed || !errors.Is(res.err, ErrFallback) {
+			t.Errorf("fallback call %d: %+v, want denied: the limit is already granted", i, res)
+		}
+	}
+}
+
+// While Redis flaps, one process lets through about the limit: calls that failed and were
+// allowed locally count against what Redis allows after, and the other way round.
+func TestGuardFlapping(t *testing.T) {
+	s := redistest.Start(t)
+	l := NewLimiter(newTestClient(t, s.Addr()))
+	var n atomic.Int64
+	flaky := allowFunc(func(ctx context.Context, reqs []Request) (time.Time, []Decision, error) {
+		if n.Add(1)%2 == 0 {
+			return time.Time{}, nil, errFlaky
+		}
+		return l.Allow(ctx, reqs)
+	})
+	for _, tc := range guardAlgorithms {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewGuard(flaky, GuardOptions{Size: 100})
+			r := Request{Key: "{flap}:" + tc.name, Limit: Limit{Requests: 5, Window: time.Minute, Algorithm: tc.limit.Algorithm}, Cost: 1}
+			var allowed atomic.Int64
+			var wg sync.WaitGroup
+			for range 64 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range 10 {
+						_, ds, err := g.Allow(t.Context(), []Request{r})
+						if err != nil && !errors.Is(err, ErrFallback) {
+							t.Error(err)
+							return
+						}
+						if ds[0].Allowed {
+							allowed.Add(1)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			t.Logf("allowed %d of 640", allowed.Load())
+			// Replies handled out of the order Redis decided them in can each add one.
+			if got := allowed.Load(); got < 5 || got > 7 {
+				t.Errorf("allowed %d, want 5, or at most 2 more", got)
+			}
+		})
+	}
+}
+
+type allowFunc func(ctx context.Context, reqs []Request) (time.Time, []Decision, error)
+
+func (f allowFunc) Allow(ctx context.Context, reqs []Request) (time.Time, []Decision, error) {
+	return f(ctx, reqs)
+}
+
 // Calls racing on one key through a failing limiter are admitted exactly up to the limit.
 func TestGuardFallbackConcurrent(t *testing.T) {
 	inner := &switchable{}

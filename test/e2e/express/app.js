@@ -62,6 +62,23 @@ app.get("/whoami", (req, res) => {
   res.json(req.session);
 });
 
+// Handlers under prefixes the differential test protects with sidecar policies (admin role,
+// any session, API key) or leaves open. They check nothing themselves, as apps behind an
+// authorizing proxy do, and answer which handler ran, with Express's own reading of the request
+// (req.params are decoded by Express), so the test can tell what the app served for each target.
+function handler(name) {
+  return (req, res) => {
+    res.json({ handler: name, params: req.params, path: req.path, url: req.originalUrl });
+  };
+}
+app.all("/admin", handler("admin"));
+app.all("/admin/users/:id", handler("admin-users-id"));
+app.all("/admin/:id", handler("admin-id"));
+app.all("/api/*", handler("api"));
+app.all("/internal/*", handler("internal"));
+app.all("/public/*", handler("public"));
+app.all("/", handler("root"));
+
 const server = app.listen(port, "127.0.0.1", () => {
   console.log("listening", server.address().port);
 });

@@ -80,17 +80,12 @@ type diffTransport struct {
 // handlers answer which one ran. The emulations ask the sidecar about the raw target and, when it
 // allows, send the very same bytes to Express over a raw TCP connection, so nothing re-encodes
 // them. Invariant: Express never runs a protected handler for a client the sidecar did not
-// authorize for that handler's policy, on any transport.
+// authorize for that handler's policy, on any transport, with the default reading and with every
+// opt-out class of request.allow turned on.
 func TestDifferentialTargets(t *testing.T) {
 	t.Setenv("SESSION_SECRET", "")
 	r := redistest.Start(t)
 	app := startExpress(t, r.URL(), differentialSecret)
-	cfg := writeFile(t, t.TempDir(), "extauthz.yaml", differentialConfig(r.URL()))
-	s := startSidecar(t, "--config", cfg)
-	s.waitReady()
-	check := dialCheck(t, s)
-	appAddr := strings.TrimPrefix(app.base, "http://")
-
 	ids := []diffIdentity{
 		{name: "anonymous", entitled: map[string]bool{}},
 		{name: "user", entitled: map[string]bool{"session": true},
@@ -98,10 +93,45 @@ func TestDifferentialTargets(t *testing.T) {
 	}
 	admin := diffIdentity{name: "admin", entitled: map[string]bool{"session": true, "admin": true},
 		cookie: writeSession(t, r, "diff-admin-0123456789abcde", differentialSecret, map[string]any{"userId": "a1", "role": "admin"})}
-
 	corpus := differentialCorpus()
 	t.Logf("corpus: %d targets, sent by %d identities through each transport", len(corpus), len(ids))
 
+	start := time.Now()
+	var summaries []string
+	for _, variant := range []struct{ name, extra string }{
+		{"default", ""},
+		{"allow-all", "request: {allow: [encoded_slash, encoded_dot, encoded_percent, semicolon, empty_segments, non_ascii]}\n"},
+	} {
+		t.Run(variant.name, func(t *testing.T) {
+			cfg := writeFile(t, t.TempDir(), "extauthz.yaml", differentialConfig(r.URL())+variant.extra)
+			s := startSidecar(t, "--config", cfg)
+			s.waitReady()
+			for _, tr := range diffTransports(t, s, app) {
+				t.Run(tr.name, func(t *testing.T) {
+					switch tr.name {
+					case "nginx":
+						base := startGeneratedNginx(t, requireBinary(t, "nginx", "apt-get install -y nginx"), cfg, s, app.base)
+						tr.send = proxySend(strings.TrimPrefix(base, "http://"))
+					case "caddy":
+						base := startGeneratedCaddy(t, requireBinary(t, "caddy", "apt-get install -y caddy"), cfg, s, app.base)
+						tr.send = proxySend(strings.TrimPrefix(base, "http://"))
+					}
+					positiveControls(t, tr, ids, admin)
+					sum := variant.name + " " + runCorpus(t, tr, corpus, ids)
+					summaries = append(summaries, sum)
+					t.Log(sum)
+				})
+			}
+		})
+	}
+	t.Logf("summary (%v):\n  %s", time.Since(start).Round(time.Millisecond), strings.Join(summaries, "\n  "))
+}
+
+// diffTransports are the ways a request reaches the sidecar s and Express. nginx and caddy get
+// their send function once their proxy runs.
+func diffTransports(t *testing.T, s *sidecar, app *expressApp) []diffTransport {
+	check := dialCheck(t, s)
+	appAddr := strings.TrimPrefix(app.base, "http://")
 	emulated := func(name string, authorize func(target string, id diffIdentity) (bool, diffOutcome)) diffTransport {
 		return diffTransport{name: name, send: func(target string, id diffIdentity) diffOutcome {
 			ok, out := authorize(target, id)
@@ -114,7 +144,7 @@ func TestDifferentialTargets(t *testing.T) {
 			return out
 		}}
 	}
-	transports := []diffTransport{
+	return []diffTransport{
 		{name: "nginx"}, {name: "caddy"},
 		emulated("envoy-grpc", func(target string, id diffIdentity) (bool, diffOutcome) {
 			return checkTarget(check, target, id)
@@ -145,26 +175,6 @@ func TestDifferentialTargets(t *testing.T) {
 			return out.status/100 == 2, out
 		}),
 	}
-
-	start := time.Now()
-	var summaries []string
-	for _, tr := range transports {
-		t.Run(tr.name, func(t *testing.T) {
-			switch tr.name {
-			case "nginx":
-				base := startGeneratedNginx(t, requireBinary(t, "nginx", "apt-get install -y nginx"), cfg, s, app.base)
-				tr.send = proxySend(strings.TrimPrefix(base, "http://"))
-			case "caddy":
-				base := startGeneratedCaddy(t, requireBinary(t, "caddy", "apt-get install -y caddy"), cfg, s, app.base)
-				tr.send = proxySend(strings.TrimPrefix(base, "http://"))
-			}
-			positiveControls(t, tr, ids, admin)
-			sum := runCorpus(t, tr, corpus, ids)
-			summaries = append(summaries, sum)
-			t.Log(sum)
-		})
-	}
-	t.Logf("summary (%v):\n  %s", time.Since(start).Round(time.Millisecond), strings.Join(summaries, "\n  "))
 }
 
 // positiveControls shows the corpus run is not vacuous: entitled clients do reach the handlers,

@@ -29,6 +29,12 @@ type Server struct {
 	cmd     *exec.Cmd
 	done    chan struct{}
 	logPath string
+	// conf, when set, is a configuration file passed before every other argument, as
+	// redis-server --sentinel requires (sentinels rewrite their file as they learn).
+	conf string
+	// password, when set, is sent with AUTH by the readiness probe of a server that has
+	// requirepass, which answers a bare PING with -NOAUTH.
+	password string
 }
 
 // Binary returns the path of redis-server, or "" when it is not installed.
@@ -88,6 +94,9 @@ func (s *Server) start() {
 		"--logfile", s.logPath,
 	}
 	args = append(args, s.args...)
+	if s.conf != "" {
+		args = append([]string{s.conf}, args...)
+	}
 	cmd := exec.Command(s.bin, args...)
 	// Its own process group, so a killed test run does not leave it attached to the terminal.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -115,7 +124,7 @@ func (s *Server) waitReady(timeout time.Duration) error {
 			return fmt.Errorf("process exited")
 		default:
 		}
-		if err := Ping(s.Addr(), 200*time.Millisecond); err == nil {
+		if err := s.ping(200 * time.Millisecond); err == nil {
 			return nil
 		} else {
 			last = err

@@ -9,6 +9,8 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BUILD_FLAGS := -trimpath -ldflags "$(LDFLAGS)"
 RUN_ARGS ?= --config examples/extauthz.yaml
 TEST_TIMEOUT ?= 12m
+# How long each fuzz target runs: briefly in `make test`, longer by hand (make fuzz FUZZTIME=10m).
+FUZZTIME ?= 2s
 SOAK_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -30,6 +32,17 @@ test: ## Run every test (unit, integration against redis-server, end to end) wit
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=2s
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target (found by name) for FUZZTIME each; seed corpora also run in every go test.
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' internal cmd); do \
+	  dir=$$(dirname $$f); \
+	  for fn in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+	    echo "fuzz ./$$dir $$fn ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$dir >/tmp/extauthz-fuzz.log 2>&1 || { cat /tmp/extauthz-fuzz.log; exit 1; }; \
+	  done; \
+	done
 
 .PHONY: bench
 bench: ## Run the benchmark matrix against a private redis-server (not a test).

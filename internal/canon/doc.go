@@ -14,7 +14,9 @@
 //   - a byte below 0x21 or 0x7F anywhere, query included (control_character);
 //   - a raw "\" in the path (backslash);
 //   - a "%" not followed by two hex digits (bad_escape);
-//   - an escape that decodes to a control byte or a space, %00-%20 and %7F (encoded_control);
+//   - an escape that decodes to a control byte, %00-%1F and %7F, or a space (%20) that begins or
+//     ends a segment, which some servers trim (encoded_control); a %20 inside a segment is kept
+//     as %20;
 //   - a "." or ".." segment once decoded, also when followed by ";params" (dot_segment).
 //
 // It refuses by default, unless Options.Allow holds the class named in parentheses:
@@ -22,7 +24,7 @@
 //   - %2F or %5C, an encoded "/" or "\" (encoded_slash): kept as "%2F" or "%5C";
 //   - %2E, an encoded "." (encoded_dot): decoded, and a dot segment that results is still refused;
 //   - %25, an encoded "%" (encoded_percent): kept as "%25", so nothing is decoded twice;
-//   - ";" in the path (semicolon): kept;
+//   - ";" in the path, raw or escaped as %3B (semicolon): kept (decoded);
 //   - an empty segment, "//" (empty_segments): merged into one "/", as Envoy's merge_slashes does;
 //   - a raw byte >= 0x80 in the path (non_ascii): kept.
 //

@@ -103,6 +103,15 @@ func clean(p string, allow Class) (string, error) {
 			}
 			w.byte(c)
 			i++
+		case c == '%' && i+2 < len(p) && p[i+1] == '2' && p[i+2] == '0':
+			// A space inside a segment ("/files/my%20doc") is common and reads alike
+			// everywhere; one that begins or ends a segment may be trimmed by some servers,
+			// which would turn "/admin%20" into "/admin".
+			if w.n == seg || i+3 == len(p) || p[i+3] == '/' {
+				return "", refuse(ReasonEncodedControl, "an escaped space begins or ends a segment at byte "+strconv.Itoa(i))
+			}
+			w.upperEscape(' ')
+			i += 3
 		case c == '%':
 			if err := w.escape(p, i, allow); err != nil {
 				return "", err
@@ -147,6 +156,12 @@ func (w *writer) escape(p string, i int, allow Class) error {
 			return refuse(ReasonEncodedPercent, "an escaped % at byte "+at)
 		}
 		w.upperEscape(v)
+	case v == ';':
+		// An escaped ';' is a path parameter to servers that decode before they split.
+		if !allow.Has(Semicolon) {
+			return refuse(ReasonSemicolon, "an escaped ; at byte "+at)
+		}
+		w.byte(';')
 	case v == '?' || v == '#':
 		// Decoded, they would end the path for whoever reads the result next.
 		w.upperEscape(v)

@@ -48,6 +48,9 @@ func read(st *policy.Set, raw Raw) (*Request, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := canon.Override(raw.Target, raw.Headers, st.Target.Allow); err != nil {
+		return nil, err
+	}
 	host, err := canon.Host(raw.Host)
 	if err != nil {
 		return nil, err

@@ -233,3 +233,27 @@ policies:
 		t.Errorf("an app's own bearer token was stripped: %+v", d)
 	}
 }
+
+// A request that claims another method (method-override middleware in the app) is refused: the
+// policy would match the method on the wire while the app runs the claimed one's handler.
+func TestMethodOverrideRefused(t *testing.T) {
+	yaml := `
+sessions: {secrets: [s]}
+policies:
+  - {name: delete, match: {path_prefix: /items, methods: [DELETE]}, auth: session, roles: [admin]}
+  - {name: write, match: {path_prefix: /items, methods: [POST]}, auth: none}
+`
+	e := New(compileSet(t, yaml), Options{Sessions: fakeSessions{}, Limiter: nopLimiter{}})
+	for _, raw := range []Raw{
+		{Method: "POST", Target: "/items/1", Headers: map[string]string{"x-http-method-override": "DELETE"}},
+		{Method: "POST", Target: "/items/1?_method=DELETE"},
+	} {
+		if d := e.DecideRaw(context.Background(), raw); d.Status != 400 || d.Allow {
+			t.Errorf("%+v: status %d, want 400", raw, d.Status)
+		}
+	}
+	loose := New(compileSet(t, yaml+"request: {allow: [method_override]}\n"), Options{Sessions: fakeSessions{}, Limiter: nopLimiter{}})
+	if d := loose.DecideRaw(context.Background(), Raw{Method: "POST", Target: "/items/1?_method=DELETE"}); !d.Allow || d.Policy != "write" {
+		t.Errorf("with method_override allowed: %+v", d)
+	}
+}

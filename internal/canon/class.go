@@ -16,14 +16,15 @@ const (
 	Semicolon                        // ';' in the path
 	EmptySegments                    // "//" in the path
 	NonASCII                         // raw bytes >= 0x80 in the path
+	MethodOverride                   // X-HTTP-Method-Override and kin, or a _method query parameter
 )
 
 // ClassNames are the config spellings of the classes, in bit order: ClassNames[i] names Class(1<<i).
-var ClassNames = []string{"encoded_slash", "encoded_dot", "encoded_percent", "semicolon", "empty_segments", "non_ascii"}
+var ClassNames = []string{"encoded_slash", "encoded_dot", "encoded_percent", "semicolon", "empty_segments", "non_ascii", "method_override"}
 
 // classNames is the private copy that the package reads, so that a caller changing ClassNames
 // cannot change how classes parse.
-var classNames = [...]string{"encoded_slash", "encoded_dot", "encoded_percent", "semicolon", "empty_segments", "non_ascii"}
+var classNames = [...]string{"encoded_slash", "encoded_dot", "encoded_percent", "semicolon", "empty_segments", "non_ascii", "method_override"}
 
 // ParseClasses turns config spellings into a Class. An unknown name is an error that lists the
 // valid ones; an empty list is no class at all.

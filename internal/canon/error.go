@@ -18,6 +18,7 @@ const (
 	ReasonNonASCII         = "non_ascii"
 	ReasonBadHost          = "bad_host"
 	ReasonBadMethod        = "bad_method"
+	ReasonMethodOverride   = "method_override"
 )
 
 // Error is why a request is refused; Reason is a bounded snake_case label usable in metrics.

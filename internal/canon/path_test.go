@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-const allClasses = EncodedSlash | EncodedDot | EncodedPercent | Semicolon | EmptySegments | NonASCII
+const allClasses = EncodedSlash | EncodedDot | EncodedPercent | Semicolon | EmptySegments | NonASCII | MethodOverride
 
 func TestPath(t *testing.T) {
 	long := "/" + strings.Repeat("a", DefaultMaxTargetLength-1)

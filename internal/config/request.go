@@ -22,7 +22,7 @@ var (
 	clientIPHeaders = []string{"x-forwarded-for", "x-real-ip"}
 	// TargetClasses are the request-target spellings denied by default that request.allow may
 	// let through; internal/canon defines what each means.
-	TargetClasses = []string{"encoded_slash", "encoded_dot", "encoded_percent", "semicolon", "empty_segments", "non_ascii"}
+	TargetClasses = []string{"encoded_slash", "encoded_dot", "encoded_percent", "semicolon", "empty_segments", "non_ascii", "method_override"}
 )
 
 // Request says how strictly requests are read, on every transport alike.

@@ -15,7 +15,8 @@ func TestValidateRunsTheServersChecks(t *testing.T) {
 		name, yaml, want string
 	}{
 		{"a limit the limiter cannot hold", "policies:\n  - {name: p, auth: none, limits: [{by: ip, requests: 4000000000000000, window: 1m, algorithm: sliding}]}\n", "policies[0].limits[0]"},
-		{"a redis url the client rejects", "redis: {url: 'redis://r:6379?db=2'}\n", "redis:"},
+		{"a redis url the parser rejects", "redis: {url: 'redis://r:6379?db=2'}\n", "redis.url: parameter \"db\" is not supported"},
+		{"a redis url the client does not support yet", "redis: {url: 'redis-sentinel://s1,s2/mymaster'}\n", "redis-sentinel:// is parsed but the decision client does not support it yet"},
 		{"a missing rate limit directory", "ratelimit: {config_dir: /nonexistent/rls.d}\n", "ratelimit.config_dir"},
 		{"valid", "trusted_proxies: [127.0.0.1/32]\npolicies: [{name: p, auth: none}]\n", ""},
 	} {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"reflect"
 	"strconv"
 	"strings"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/ratelimit"
 	"github.com/extauthz/extauthz/internal/ratelimit/rls"
+	"github.com/extauthz/extauthz/internal/redisurl"
 )
 
 // The accepted values of the enumerated settings.
@@ -196,9 +196,9 @@ func wildcard(host string) bool {
 
 func (k *checker) redis() {
 	r := k.c.Redis
-	scheme, urlOK := "", true
+	tls, urlOK := false, true
 	if r.URL != "" {
-		scheme, urlOK = k.redisURL(r.URL)
+		tls, urlOK = k.redisURL(r.URL)
 	}
 	switch {
 	case r.Timeout <= 0:
@@ -222,8 +222,8 @@ func (k *checker) redis() {
 		k.fail("redis.min_idle_conns", r.MinIdleConns, "must be >= 0, got %d", r.MinIdleConns)
 	}
 	// An invalid URL has been reported already; guessing its scheme would only add noise.
-	if r.TLS != (TLS{}) && urlOK && scheme != "rediss" {
-		msg := "tls options need a rediss:// url"
+	if r.TLS != (TLS{}) && urlOK && !tls {
+		msg := "tls options need a rediss:// url (or rediss-sentinel://, rediss-cluster://, tls=true)"
 		if r.URL == "" {
 			msg += " (redis.url is empty, which selects the embedded store)"
 		}
@@ -238,68 +238,19 @@ func (k *checker) redis() {
 	}
 }
 
-// redisURL checks raw as go-redis will read it and returns its scheme. Messages never quote
-// the URL itself, which may hold a password.
-func (k *checker) redisURL(raw string) (scheme string, ok bool) {
-	bad := func(format string, args ...any) (string, bool) {
-		k.fail("redis.url", raw, format, args...)
-		return "", false
-	}
-	// "127.0.0.1:6379" is the likeliest mistake; url.Parse would call "localhost" its scheme.
-	if !strings.Contains(raw, "://") && !strings.HasPrefix(raw, "unix:") {
-		return bad("needs a scheme: redis://host:port/db, rediss://host:port/db or unix:///path/to/socket")
-	}
-	u, err := url.Parse(raw)
+// redisURL checks raw with redisurl.Parse, the parser the Redis client builder runs, and
+// reports whether it names a TLS connection. Its messages never quote a credential.
+func (k *checker) redisURL(raw string) (tls, ok bool) {
+	u, err := redisurl.Parse(raw)
 	if err != nil {
-		var ue *url.Error
-		var esc url.EscapeError
-		switch {
-		case errors.As(err, &esc):
-			// The escape's text may be part of the password.
-			return bad("not a valid URL: a %%-escape is malformed (escape %% in a password as %%25)")
-		case errors.As(err, &ue):
-			err = ue.Err
+		msg := err.Error()
+		if ue, isURLErr := errors.AsType[*redisurl.Error](err); isURLErr {
+			msg = ue.Msg
 		}
-		return bad("not a valid URL: %v", err)
+		k.fail("redis.url", raw, "%s", msg)
+		return false, false
 	}
-	switch u.Scheme {
-	case "redis", "rediss":
-		if p := u.Port(); p != "" {
-			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-				return bad("port %s is not from 1 to 65535", p)
-			}
-		}
-		var segs []string
-		for s := range strings.SplitSeq(u.Path, "/") {
-			if s != "" {
-				segs = append(segs, s)
-			}
-		}
-		switch {
-		case len(segs) > 1:
-			return bad("path %q: want at most one segment, the database number (/0)", u.Path)
-		case len(segs) == 1 && !validDB(segs[0]):
-			return bad("database number %q must be an integer >= 0", segs[0])
-		}
-	case "unix":
-		if u.Host != "" {
-			return bad("unix socket path must be absolute, as in unix:///run/redis.sock: %q was read as a host", u.Host)
-		}
-		if strings.TrimSpace(u.Path) == "" {
-			return bad("unix:// needs a socket path, as in unix:///run/redis.sock")
-		}
-	default:
-		return bad("scheme %q is not redis, rediss or unix", u.Scheme)
-	}
-	if q := u.Query(); q.Has("db") && !validDB(q.Get("db")) {
-		return bad("database number %q (the db parameter) must be an integer >= 0", q.Get("db"))
-	}
-	return u.Scheme, true
-}
-
-func validDB(s string) bool {
-	n, err := strconv.Atoi(s)
-	return err == nil && n >= 0
+	return u.TLS, true
 }
 
 func (k *checker) rateLimit() {

@@ -20,6 +20,20 @@ func TestValidate(t *testing.T) {
 			c.Redis.URL = "rediss://r:6380"
 			c.Redis.TLS = TLS{CAFile: "ca.pem", CertFile: "c.pem", KeyFile: "k.pem", ServerName: "r"}
 		}, nil},
+		// Sentinel and Cluster URLs validate: redisurl parses them; the client builder is what
+		// refuses them until it supports them, and `config validate` runs it too.
+		{"sentinel url", func(c *Config) {
+			c.Redis.URL = "redis-sentinel://:pw@s1:26379,s2,[::1]:26380/mymaster/2?sentinel_password=spw"
+		}, nil},
+		{"cluster url with tls", func(c *Config) {
+			c.Redis.URL = "redis-cluster://n1:7000,n2:7000?tls=true"
+			c.Redis.TLS = TLS{CAFile: "ca.pem"}
+		}, nil},
+		{"rediss-sentinel with tls", func(c *Config) {
+			c.Redis.URL = "rediss-sentinel://s1/mymaster"
+			c.Redis.TLS = TLS{ServerName: "redis"}
+		}, nil},
+		{"db in the query", func(c *Config) { c.Redis.URL = "redis://r:6379?db=2" }, []string{"redis.url"}},
 		{"ipv6 listen with zone", func(c *Config) { c.Listen.GRPC = "[fe80::1%eth0]:7001" }, nil},
 		{"timeout at the limit", func(c *Config) { c.Redis.Timeout = Duration(MaxRedisTimeout) }, nil},
 		{"zero shutdown", func(c *Config) { c.Shutdown = Shutdown{} }, nil},
@@ -70,6 +84,10 @@ func TestValidateKeepsSecrets(t *testing.T) {
 		"redis://user:hunter2%zz@r",
 		"http://user:hunter2@r",
 		"rediss://user:hunter2@r?db=no",
+		"redis-sentinel://user:hunter2@s1,,s2/m?sentinel_password=hunter2",
+		"redis-sentinel://s1/m?sentinel_password=hunter2%zz",
+		"redis-cluster://:hunter2@n1/1",
+		"redis://user:hunter2",
 	} {
 		c := Default()
 		c.Redis.URL = u

@@ -237,6 +237,10 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}{
 		{"bad scheme", Options{URL: "http://:s3cret@127.0.0.1:6379"}, "not supported"},
 		{"bad port", Options{URL: "redis://:s3cret@127.0.0.1:99999/0"}, "not in 1-65535"},
+		{"sentinel not yet", Options{URL: "rediss-sentinel://:s3cret@s1:26379,s2/mymaster/0?sentinel_password=s3cret"},
+			"rediss-sentinel:// is parsed but the decision client does not support it yet (issue 11)"},
+		{"cluster not yet", Options{URL: "redis-cluster://:s3cret@n1:6379,n2:6379"},
+			"redis-cluster:// is parsed but the decision client does not support it yet (issue 11)"},
 		{"negative timeout", Options{URL: "redis://127.0.0.1:6379/0", Timeout: -1}, "timeout must not be negative"},
 		{"negative pool", Options{URL: "redis://127.0.0.1:6379/0", PoolSize: -1, MinIdleConns: -1}, "pool size must not be negative"},
 		{"tls without rediss", Options{URL: "redis://127.0.0.1:6379/0", TLS: TLSOptions{CAFile: "ca.pem"}}, "need a rediss:// url"},

@@ -33,9 +33,35 @@ func redactArgs(args []string) []string {
 			}
 			continue
 		}
-		out[i] = redactURLs(a)
+		out[i] = redactQuery(redactURLs(a))
 	}
 	return out
+}
+
+// redactQuery masks the value of every query parameter whose name says it is a secret
+// (?sentinel_password=..., &token=...), wherever a '?' or '&' starts one, up to the next '&'
+// or white space.
+func redactQuery(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		b.WriteByte(c)
+		if c != '?' && c != '&' {
+			continue
+		}
+		rest := s[i+1:]
+		eq := strings.IndexAny(rest, "=& \t\n")
+		if eq < 0 || rest[eq] != '=' || !secretFlag(rest[:eq]) {
+			continue
+		}
+		end := strings.IndexAny(rest[eq+1:], "& \t\n")
+		if end < 0 {
+			end = len(rest) - eq - 1
+		}
+		b.WriteString(rest[:eq+1] + masked)
+		i += eq + 1 + end
+	}
+	return b.String()
 }
 
 // flagParts splits "-name", "--name" or "--name=value". val is nil when the arg has no '='.

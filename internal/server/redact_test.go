@@ -32,6 +32,10 @@ func TestRedactArgs(t *testing.T) {
 		{"password flag joined", []string{"-session-secret=s3cret"}, []string{"-session-secret=***"}},
 		{"token flag", []string{"--Auth-Token", "s3cret"}, []string{"--Auth-Token", "***"}},
 		{"password flag last", []string{"--password"}, []string{"--password"}},
+		{"sentinel password in the query", []string{"--redis-url", "redis-sentinel://:s3cret@h1,h2/m/0?sentinel_password=s3cret&tls=true"},
+			[]string{"--redis-url", "redis-sentinel://:***@h1,h2/m/0?sentinel_password=***&tls=true"}},
+		{"secret query parameter last", []string{"x=https://h/p?a=1&token=s3cret"}, []string{"x=https://h/p?a=1&token=***"}},
+		{"plain query kept", []string{"redis-cluster://h1,h2?tls=true&x=1"}, []string{"redis-cluster://h1,h2?tls=true&x=1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := redactArgs(tc.in)

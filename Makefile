@@ -36,13 +36,14 @@ test: ## Run every test (unit, integration against redis-server, end to end) wit
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target (found by name) for FUZZTIME each; seed corpora also run in every go test.
-	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' internal cmd); do \
+	@set -e; n=0; log=$$(mktemp); for f in $$(grep -rl --include='*_test.go' '^func Fuzz' internal cmd); do \
 	  dir=$$(dirname $$f); \
 	  for fn in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
 	    echo "fuzz ./$$dir $$fn ($(FUZZTIME))"; \
-	    $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$dir >/tmp/extauthz-fuzz.log 2>&1 || { cat /tmp/extauthz-fuzz.log; exit 1; }; \
+	    $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$dir >$$log 2>&1 || { cat $$log; rm -f $$log; echo "fuzz: $$n passed, 1 failed"; exit 1; }; \
+	    n=$$((n+1)); \
 	  done; \
-	done
+	done; rm -f $$log; echo "fuzz: $$n passed, 0 failed"
 
 .PHONY: bench
 bench: ## Run the benchmark matrix against a private redis-server (not a test).

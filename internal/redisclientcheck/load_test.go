@@ -1,0 +1,172 @@
+package redisclientcheck
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/extauthz/extauthz/internal/ratelimit"
+)
+
+// call is one counting call of a load run.
+type call struct {
+	at   time.Time // when it returned
+	key  string
+	n    int64
+	err  error
+	kind string // "", or what was wrong with the reply
+}
+
+// Kinds of wrong outcome a call can have beyond failing.
+const (
+	// wrongReply: the reply carried another call's nonce, or had the wrong shape: the
+	// client matched a reply to the wrong command.
+	wrongReply = "wrong reply"
+	// jumped: the count grew by more than the calls made since the last success: a call
+	// ran twice.
+	jumped = "count jumped"
+	// regressed: the count went back: writes the old master acknowledged were lost with it
+	// (Redis replicates asynchronously). The server's doing, not the client's.
+	regressed = "count went back"
+)
+
+// runLoad makes counting calls on every key, one goroutine per key at perKey calls a second,
+// each under the 25 ms deadline, until ctx ends. Every success is checked against the
+// worker's own history: its nonce echoed, its count one more than the last (or more by at
+// most the failed calls in between, which may have run).
+func runLoad(ctx context.Context, rdb ratelimit.Scripter, keys []string, perKey int) []call {
+	var mu sync.Mutex
+	var calls []call
+	var wg sync.WaitGroup
+	interval := time.Second / time.Duration(perKey)
+	for w, key := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var last int64
+			var since int64 // failed calls since the last success
+			began := time.Now()
+			for i := 0; ctx.Err() == nil; i++ {
+				if d := time.Until(began.Add(time.Duration(i) * interval)); d > 0 {
+					select {
+					case <-time.After(d):
+					case <-ctx.Done():
+						return
+					}
+				}
+				cctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+				n, err := count(cctx, rdb, key, fmt.Sprintf("%d-%d", w, i))
+				cancel()
+				c := call{at: time.Now(), key: key, n: n, err: err}
+				switch {
+				case errors.Is(err, errWrongReply) || errors.Is(err, errBadReply):
+					c.kind = wrongReply
+				case err != nil:
+					since++
+				case n <= last:
+					c.kind = regressed
+				case n > last+1+since:
+					c.kind = jumped
+				}
+				if err == nil {
+					last, since = n, 0
+				}
+				mu.Lock()
+				calls = append(calls, c)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return calls
+}
+
+// loadStats sums up a load run around an event (a kill, a reshard).
+type loadStats struct {
+	calls, failed int
+	kinds         map[string]int
+	firstErr      error
+	// recovery is from the event to the first success after the last failure; tail is how
+	// long the successes after it lasted, to the end of the run.
+	recovery, tail time.Duration
+	failedSpan     time.Duration // from the first failure to the last
+}
+
+func stats(calls []call, event time.Time, keys map[string]bool) loadStats {
+	s := loadStats{kinds: map[string]int{}}
+	var firstFail, lastFail, end time.Time
+	for _, c := range calls {
+		if keys != nil && !keys[c.key] {
+			continue
+		}
+		s.calls++
+		if c.at.After(end) {
+			end = c.at
+		}
+		if c.kind != "" {
+			s.kinds[c.kind]++
+		}
+		if c.err != nil {
+			s.failed++
+			if s.firstErr == nil {
+				s.firstErr = c.err
+			}
+			if firstFail.IsZero() || c.at.Before(firstFail) {
+				firstFail = c.at
+			}
+			if c.at.After(lastFail) {
+				lastFail = c.at
+			}
+		}
+	}
+	if lastFail.IsZero() {
+		s.tail = end.Sub(event)
+		return s
+	}
+	s.failedSpan = lastFail.Sub(firstFail)
+	first := end
+	for _, c := range calls {
+		if (keys == nil || keys[c.key]) && c.err == nil && c.at.After(lastFail) && c.at.Before(first) {
+			first = c.at
+		}
+	}
+	s.recovery = first.Sub(event)
+	s.tail = end.Sub(first)
+	return s
+}
+
+func (s loadStats) String() string {
+	return fmt.Sprintf("%d calls, %d failed (%.2f%%), wrong replies %d, ran twice %d, lost acknowledged counts %d; recovered %s after the event (failures spanned %s), then %s of successes",
+		s.calls, s.failed, 100*float64(s.failed)/float64(max(s.calls, 1)), s.kinds[wrongReply], s.kinds[jumped], s.kinds[regressed],
+		ms(s.recovery), ms(s.failedSpan), ms(s.tail))
+}
+
+// lastCounts is each key's count after its last call, when that call succeeded.
+func lastCounts(calls []call) map[string]int64 {
+	out := map[string]int64{}
+	last := map[string]time.Time{}
+	for _, c := range calls {
+		if c.at.After(last[c.key]) {
+			last[c.key] = c.at
+			if c.err == nil {
+				out[c.key] = c.n
+			} else {
+				delete(out, c.key)
+			}
+		}
+	}
+	return out
+}
+
+// checkExact fails t unless every key whose last call succeeded holds that call's count.
+func checkExact(t *testing.T, calls []call, get func(key string) int64) {
+	t.Helper()
+	for key, want := range lastCounts(calls) {
+		if got := get(key); got != want {
+			t.Errorf("%s holds %d after the run, want %d, the count of its last call", key, got, want)
+		}
+	}
+}

@@ -20,11 +20,16 @@ import (
 	"github.com/extauthz/extauthz/internal/redisconn"
 )
 
-// TestMain fails the package if a goroutine a test started outlives it. go-redis's pool
-// probes a dead address once a second in a goroutine that notices Close only after its next
-// sleep (see internal/redistest).
+// TestMain fails the package if a goroutine a test started outlives it, with two known
+// exceptions, each a sleep that ends by itself: go-redis's pool probes a dead address once
+// a second in a goroutine that notices Close only after its next sleep (see
+// internal/redistest), and a rueidis.NewClient that fails leaves a delayed retry of its
+// topology refresh sleeping for up to a second, with nothing to stop it.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"))
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"),
+		goleak.IgnoreAnyFunction("github.com/redis/rueidis.(*call).DelayDo.func1"),
+	)
 }
 
 // callTimeout is redis.timeout, the deadline of every decision call.

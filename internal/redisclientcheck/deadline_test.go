@@ -18,12 +18,12 @@ import (
 	"github.com/extauthz/extauthz/internal/redistest"
 )
 
-// Deadline budget: a call with a 25 ms deadline must give up by about 30 ms. The box is
-// shared and the tests run with -race, so p99 gets 30 ms and the slowest call 60 ms: far
-// under the 300 ms a busy server takes, which is what a client that ignores the deadline
-// shows.
+// Deadline budget: a call with a 25 ms deadline must give up by about 30 ms. make test runs
+// with -race on a shared two-core box, where rueidis's p99 reached 31.6 ms once, so p99 gets
+// 35 ms and the slowest call 60 ms: still well under what a client that waits for the
+// busy server shows (go-redis AutoPipeline: p99 77-134 ms).
 const (
-	deadlineP99 = 30 * time.Millisecond
+	deadlineP99 = 35 * time.Millisecond
 	deadlineMax = 60 * time.Millisecond
 )
 

@@ -90,8 +90,10 @@ type loadStats struct {
 	kinds         map[string]int
 	firstErr      error
 	// recovery is from the event to the first success after the last failure; tail is how
-	// long the successes after it lasted, to the end of the run.
+	// long the successes after it lasted, to the end of the run. never is set when no call
+	// succeeded after the last failure.
 	recovery, tail time.Duration
+	never          bool
 	failedSpan     time.Duration // from the first failure to the last
 }
 
@@ -127,11 +129,16 @@ func stats(calls []call, event time.Time, keys map[string]bool) loadStats {
 		return s
 	}
 	s.failedSpan = lastFail.Sub(firstFail)
-	first := end
+	var first time.Time
 	for _, c := range calls {
-		if (keys == nil || keys[c.key]) && c.err == nil && c.at.After(lastFail) && c.at.Before(first) {
+		if (keys == nil || keys[c.key]) && c.err == nil && c.at.After(lastFail) && (first.IsZero() || c.at.Before(first)) {
 			first = c.at
 		}
+	}
+	if first.IsZero() {
+		s.never = true
+		s.recovery = end.Sub(event)
+		return s
 	}
 	s.recovery = first.Sub(event)
 	s.tail = end.Sub(first)
@@ -139,9 +146,12 @@ func stats(calls []call, event time.Time, keys map[string]bool) loadStats {
 }
 
 func (s loadStats) String() string {
-	return fmt.Sprintf("%d calls, %d failed (%.2f%%), wrong replies %d, ran twice %d, lost acknowledged counts %d; recovered %s after the event (failures spanned %s), then %s of successes",
-		s.calls, s.failed, 100*float64(s.failed)/float64(max(s.calls, 1)), s.kinds[wrongReply], s.kinds[jumped], s.kinds[regressed],
-		ms(s.recovery), ms(s.failedSpan), ms(s.tail))
+	recovered := fmt.Sprintf("recovered %s after the event (failures spanned %s), then %s of successes", ms(s.recovery), ms(s.failedSpan), ms(s.tail))
+	if s.never {
+		recovered = fmt.Sprintf("NOT recovered by the end of the run, %s after the event", ms(s.recovery))
+	}
+	return fmt.Sprintf("%d calls, %d failed (%.2f%%), wrong replies %d, ran twice %d, lost acknowledged counts %d; %s",
+		s.calls, s.failed, 100*float64(s.failed)/float64(max(s.calls, 1)), s.kinds[wrongReply], s.kinds[jumped], s.kinds[regressed], recovered)
 }
 
 // lastCounts is each key's count after its last call, when that call succeeded.

@@ -18,14 +18,30 @@ import (
 	"github.com/extauthz/extauthz/internal/redistest"
 )
 
-// Deadline budget: a call with a 25 ms deadline must give up by about 30 ms. make test runs
-// with -race on a shared two-core box, where rueidis's p99 reached 31.6 ms once, so p99 gets
-// 35 ms and the slowest call 60 ms: still well under what a client that waits for the
-// busy server shows (go-redis AutoPipeline: p99 77-134 ms).
-const (
-	deadlineP99 = 35 * time.Millisecond
-	deadlineMax = 60 * time.Millisecond
-)
+// rueidisStall is why rueidis with its defaults is not held to the deadline. In 2 of about
+// 10 full -race runs of these tests one of its calls took 612 ms (Sentinel, DEBUG SLEEP)
+// or 1034 ms (Cluster, SIGSTOP). A goroutine dump of such a call: rueidis closes the
+// connection a lone call timed out on (the synchronous path); the next call dials again
+// and its handshake times out against the stalled server; closing that half-made
+// connection waits for a PING for up to a second (pipe.Close's escape timer); and every
+// other caller of that connection waits for the dial in mux._pipe (a sync.WaitGroup),
+// whatever its own deadline. With AlwaysPipelining a timed-out call leaves its connection
+// open, so nothing dials again while the server is stalled.
+const rueidisStall = "rueidis closes a timed-out connection and redials; callers wait for the redial past their deadline"
+
+// Deadline budget: a call with a 25 ms deadline must give up by about 30 ms. Its p50 is
+// 25-26 ms and its p99 26-33 ms on a quiet moment, but this two-core box is shared, and
+// every client, the Pipe included, now and then has a p99 of 35-45 ms, or under -race a
+// call at 40-125 ms, that is the scheduler's. So the test catches breaches that a client
+// causes: p99 45 ms and the slowest call 100 ms (under -race, where make test runs and a
+// p99 of 55 ms was seen from go-redis: 75 ms and 250 ms). A client that waits for a stalled server or a redial (AutoPipeline: p99
+// 77 ms; rueidis's stall: 0.1-1 s) still breaks them.
+var deadlineP99, deadlineMax = func() (time.Duration, time.Duration) {
+	if raceEnabled {
+		return 75 * time.Millisecond, 250 * time.Millisecond
+	}
+	return 45 * time.Millisecond, 100 * time.Millisecond
+}()
 
 // debugArgs let DEBUG SLEEP run from loopback clients (Redis 7 refuses DEBUG by default).
 var debugArgs = []string{"--enable-debug-command", "local"}
@@ -146,6 +162,8 @@ func checkDeadline(t *testing.T, c candidate, r deadlineRun) {
 	switch {
 	case broke && c.holds:
 		t.Errorf("%s: p99 %s, max %s: want at most %s and %s", c.name, ms(r.lat.pct(99)), ms(r.lat.max()), ms(deadlineP99), ms(deadlineMax))
+	case broke && c.name == "rueidis":
+		t.Logf("%s: BREAKS the deadline (known: %s): p99 %s, max %s", c.name, rueidisStall, ms(r.lat.pct(99)), ms(r.lat.max()))
 	case broke:
 		t.Logf("%s: BREAKS the deadline (known): p99 %s, max %s", c.name, ms(r.lat.pct(99)), ms(r.lat.max()))
 	}
@@ -230,12 +248,15 @@ type nodeClient struct {
 }
 
 // nodeClients are the candidates for one node: today's Pipe, rueidis with its defaults
-// (auto-pipelining, 4 connections), go-redis with the sidecar's options, and go-redis's
-// experimental AutoPipeline in both its modes.
+// (auto-pipelining, 2 connections on this box) and with AlwaysPipelining, go-redis with the
+// sidecar's options, and go-redis's experimental AutoPipeline in both its modes.
 var nodeClients = []nodeClient{
 	{name: "redisconn.Pipe", dial: func(t *testing.T, addr string) ratelimit.Scripter { return newPipe(t, "redis://"+addr+"/0") }},
 	{name: "rueidis", dial: func(t *testing.T, addr string) ratelimit.Scripter {
 		return rueidisScripter{newRueidis(t, rueidis.ClientOption{InitAddress: []string{addr}})}
+	}},
+	{name: "rueidis AlwaysPipelining", dial: func(t *testing.T, addr string) ratelimit.Scripter {
+		return rueidisScripter{newRueidis(t, rueidis.ClientOption{InitAddress: []string{addr}, AlwaysPipelining: true})}
 	}},
 	{name: "go-redis", dial: func(t *testing.T, addr string) ratelimit.Scripter { return newGoRedis(t, goRedisOptions(addr)) }},
 	{name: "go-redis AutoPipeline", dial: func(t *testing.T, addr string) ratelimit.Scripter { return autoPipeline(t, addr, nil) }},
@@ -244,14 +265,15 @@ var nodeClients = []nodeClient{
 	}},
 }
 
-// singleCandidates are nodeClients of the node at addr; the AutoPipeline ones do not keep
-// the deadline.
+// singleCandidates are nodeClients of the node at addr. The AutoPipeline ones do not keep
+// the deadline, and neither, now and then, does rueidis with its defaults (see
+// rueidisStall).
 func singleCandidates(addr string) []candidate {
 	var out []candidate
 	for _, nc := range nodeClients {
 		out = append(out, candidate{
 			name:  nc.name,
-			holds: !strings.HasPrefix(nc.name, "go-redis AutoPipeline"),
+			holds: !strings.HasPrefix(nc.name, "go-redis AutoPipeline") && nc.name != "rueidis",
 			make:  func(t *testing.T) ratelimit.Scripter { return nc.dial(t, addr) },
 		})
 	}
@@ -323,9 +345,15 @@ func warm(t *testing.T, rdb ratelimit.Scripter, keyTag string) {
 func TestDeadlineSentinel(t *testing.T) {
 	s := redistest.StartSentinel(t, redistest.WithArgs(debugArgs...))
 	candidates := []candidate{
-		{name: "rueidis", holds: true, make: func(t *testing.T) ratelimit.Scripter {
+		{name: "rueidis", make: func(t *testing.T) ratelimit.Scripter {
 			return rueidisScripter{newRueidis(t, rueidis.ClientOption{
 				InitAddress: s.SentinelAddrs(), Sentinel: rueidis.SentinelOption{MasterSet: s.MasterName()},
+			})}
+		}},
+		{name: "rueidis AlwaysPipelining", holds: true, make: func(t *testing.T) ratelimit.Scripter {
+			return rueidisScripter{newRueidis(t, rueidis.ClientOption{
+				InitAddress: s.SentinelAddrs(), Sentinel: rueidis.SentinelOption{MasterSet: s.MasterName()},
+				AlwaysPipelining: true,
 			})}
 		}},
 		{name: "go-redis", holds: true, make: func(t *testing.T) ratelimit.Scripter { return newFailoverClient(t, s) }},
@@ -388,8 +416,11 @@ func newClusterClient(t *testing.T, c *redistest.Cluster) *redis.ClusterClient {
 func TestDeadlineCluster(t *testing.T) {
 	cl := redistest.StartCluster(t, redistest.WithArgs(debugArgs...))
 	candidates := []candidate{
-		{name: "rueidis", holds: true, make: func(t *testing.T) ratelimit.Scripter {
+		{name: "rueidis", make: func(t *testing.T) ratelimit.Scripter {
 			return rueidisScripter{newRueidis(t, rueidis.ClientOption{InitAddress: cl.Addrs()})}
+		}},
+		{name: "rueidis AlwaysPipelining", holds: true, make: func(t *testing.T) ratelimit.Scripter {
+			return rueidisScripter{newRueidis(t, rueidis.ClientOption{InitAddress: cl.Addrs(), AlwaysPipelining: true})}
 		}},
 		{name: "go-redis", holds: true, make: func(t *testing.T) ratelimit.Scripter { return newClusterClient(t, cl) }},
 	}

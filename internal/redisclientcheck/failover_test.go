@@ -85,6 +85,7 @@ func TestFailoverSentinel(t *testing.T) {
 			}
 			t.Logf("sentinels: %s -> %s in %s", old, promoted, ms(took))
 			checkRecovery(t, tc.name, stats(calls, killed, nil), tc.holds)
+			logOdd(t, calls, killed)
 			checkExact(t, calls, getter(t, promoted))
 		})
 	}
@@ -157,6 +158,7 @@ func TestFailoverCluster(t *testing.T) {
 				return m
 			}
 			checkRecovery(t, tc.name+" (keys on the killed master)", stats(calls, killed, set(onTarget)), tc.holds)
+			logOdd(t, calls, killed)
 			other := stats(calls, killed, set(elsewhere))
 			t.Logf("%s (keys on other masters): %v", tc.name, other)
 			if other.firstErr != nil {
@@ -235,6 +237,7 @@ func TestReshard(t *testing.T) {
 				t.Errorf("none of the keys under load moved: the test did not test a reshard")
 			}
 			st := stats(calls, began, nil)
+			logOdd(t, calls, began)
 			t.Logf("%s: %v", tc.name, st)
 			if st.firstErr != nil {
 				t.Logf("%s: first failure: %v", tc.name, st.firstErr)

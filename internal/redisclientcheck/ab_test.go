@@ -50,6 +50,8 @@ var abClients = []abClient{
 	{name: "rueidis flush 100µs", make: rueidisWith(rueidis.ClientOption{MaxFlushDelay: 100 * time.Microsecond})},
 	{name: "rueidis 1 conn", make: rueidisWith(rueidis.ClientOption{PipelineMultiplex: -1})},
 	{name: "rueidis 1 conn flush 20µs", make: rueidisWith(rueidis.ClientOption{PipelineMultiplex: -1, MaxFlushDelay: 20 * time.Microsecond})},
+	// The configuration that keeps the deadline (AlwaysPipelining: see rueidisStall).
+	{name: "rueidis 1 conn flush 20µs always pipelining", make: rueidisWith(rueidis.ClientOption{PipelineMultiplex: -1, MaxFlushDelay: 20 * time.Microsecond, AlwaysPipelining: true})},
 	{name: "go-redis pool", make: func(t *testing.T, s *redistest.Server) ratelimit.Scripter {
 		c, err := redisconn.New(redisconn.Options{URL: s.URL()}, nil)
 		if err != nil {

@@ -27,6 +27,16 @@ var (
 	_ Scripter = redis.Scripter(nil)
 )
 
+// evalScript runs script by its sha with EVALSHA, and with EVAL only when the server has
+// lost it (a restart, SCRIPT FLUSH, a failover), and returns the reply.
+func evalScript(ctx context.Context, rdb Scripter, sha, script string, keys []string, args []interface{}) (interface{}, error) {
+	cmd := rdb.EvalSha(ctx, sha, keys, args...)
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		cmd = rdb.Eval(ctx, script, keys, args...)
+	}
+	return cmd.Result()
+}
+
 // ErrInvalidHit means a Hit cannot be counted as given (empty key, window not positive, too
 // many hits). It is the caller's bug or bad config, not a Redis failure, and no Redis call
 // is made.
@@ -41,9 +51,8 @@ var ErrInvalidHit = errors.New("ratelimit: invalid hit")
 // should be built with AppendEscaped so that user-controlled parts cannot collide.
 //
 // On Redis Cluster, Key must contain a non-empty {hash tag}: the suffix then stays in the
-// tag's slot, which the script needs because it touches keys derived from KEYS. All hits of
-// one Add must also share a slot (the script runs on one node); grouping hits by slot is
-// the caller's job.
+// tag's slot, which the script needs because it touches keys derived from KEYS. Hits in
+// several slots are fine: Add runs one script per slot.
 type Hit struct {
 	// Key names the counter; the window suffix is added to it.
 	Key string
@@ -89,7 +98,7 @@ type FixedWindowResult struct {
 }
 
 // FixedWindow counts hits in epoch-aligned fixed windows in Redis, all of a request's hits
-// in one atomic Lua call. It is safe for concurrent use.
+// in one atomic Lua call per Redis Cluster slot. It is safe for concurrent use.
 type FixedWindow struct {
 	rdb Scripter
 	sha string
@@ -105,6 +114,13 @@ func NewFixedWindow(rdb Scripter) *FixedWindow {
 // script (a restart, SCRIPT FLUSH, a failover). The hits are counted atomically: no other
 // client's hits land between two of them. ctx bounds the call; Add sets no deadline of its
 // own. When hits is empty Add makes no call and returns a zero result.
+//
+// Hits whose keys are in several Redis Cluster slots (by Slot, on every topology) go in one
+// script per slot, all sent at once, so still in one round trip with a pipelining client.
+// Every hit is counted whatever the others' counts, as in one script; only the atomicity
+// is per slot. Now is then the earliest of the scripts' clocks. When any script fails, Add
+// returns its error, and what the other slots counted stays counted, as a script whose
+// reply was lost leaves its counts.
 //
 // Errors wrap ErrInvalidHit for bad input, ErrBadReply for a reply of the wrong shape, and
 // otherwise the go-redis or context error.
@@ -122,11 +138,10 @@ func (f *FixedWindow) Add(ctx context.Context, hits []Hit) (FixedWindowResult, e
 		args[2*i] = h.Window
 		args[2*i+1] = h.Hits
 	}
-	cmd := f.rdb.EvalSha(ctx, f.sha, keys, args...)
-	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-		cmd = f.rdb.Eval(ctx, fixedWindowScript, keys, args...)
+	if !oneSlot(keys) {
+		return f.addSlots(ctx, keys, args)
 	}
-	v, err := cmd.Result()
+	v, err := evalScript(ctx, f.rdb, f.sha, fixedWindowScript, keys, args)
 	if err != nil {
 		return FixedWindowResult{}, fmt.Errorf("ratelimit: fixed window script: %w", err)
 	}
@@ -135,4 +150,50 @@ func (f *FixedWindow) Add(ctx context.Context, hits []Hit) (FixedWindowResult, e
 		return FixedWindowResult{}, err
 	}
 	return FixedWindowResult{Now: time.Unix(sec, usec*int64(time.Microsecond)), Counts: counts}, nil
+}
+
+// addSlots is Add for keys in several slots: one script per slot, all sent at once, the
+// counts put back in the order of the hits. keys and args are Add's, already validated.
+func (f *FixedWindow) addSlots(ctx context.Context, keys []string, args []interface{}) (FixedWindowResult, error) {
+	groups := bySlot(keys)
+	counts := make([]uint64, len(keys))
+	nows := make([]time.Time, len(groups))
+	errs := make([]error, len(groups))
+	eachGroup(len(groups), func(g int) {
+		idx := groups[g]
+		gkeys := make([]string, len(idx))
+		gargs := make([]interface{}, 0, 2*len(idx))
+		for j, i := range idx {
+			gkeys[j] = keys[i]
+			gargs = append(gargs, args[2*i], args[2*i+1])
+		}
+		v, err := evalScript(ctx, f.rdb, f.sha, fixedWindowScript, gkeys, gargs)
+		if err != nil {
+			errs[g] = fmt.Errorf("ratelimit: fixed window script: %w", err)
+			return
+		}
+		sec, usec, gcounts, err := parseFixedWindowReply(v, len(idx))
+		if err != nil {
+			errs[g] = err
+			return
+		}
+		nows[g] = time.Unix(sec, usec*int64(time.Microsecond))
+		for j, i := range idx {
+			counts[i] = gcounts[j]
+		}
+	})
+	for _, err := range errs {
+		if err != nil {
+			return FixedWindowResult{}, err
+		}
+	}
+	// The earliest clock: a caller that derives a window's reset from Now then errs short,
+	// never by a whole window, should a boundary fall between two slots' scripts.
+	now := nows[0]
+	for _, t := range nows[1:] {
+		if t.Before(now) {
+			now = t
+		}
+	}
+	return FixedWindowResult{Now: now, Counts: counts}, nil
 }

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // ErrInvalidRequest means a Request cannot be decided as given (empty or repeated key, a
@@ -155,14 +153,15 @@ type Decision struct {
 }
 
 // Limiter decides several limits of one request atomically in Redis, in one round trip,
-// with Redis's TIME as the clock of every replica. It is safe for concurrent use.
+// with Redis's TIME as the clock of every replica; limits whose keys are in different Redis
+// Cluster slots are decided per slot (see Allow). It is safe for concurrent use.
 //
 // Keys: every algorithm starts from Request.Key. Fixed uses it as it is, in
 // rate-limit-redis's format, so counters can be shared with Express apps. Sliding uses
 // Key+":"+start for its current and previous sub-windows (start in Unix milliseconds,
 // aligned to the Window since the epoch). GCRA stores its theoretical arrival time at Key,
-// in Unix microseconds. The keys of one Allow call must be distinct and, on Redis Cluster,
-// share one {hash tag}: the script runs on one node. A sliding key needs a tag even alone,
+// in Unix microseconds. The keys of one Allow call must be distinct; they may lie in
+// several Redis Cluster slots (see Allow). A sliding key needs a {hash tag} on a Cluster,
 // because the script derives its sub-window keys from it and only a tag keeps them in its
 // slot. A key must not change algorithm: each reads the others' values as its own, so the
 // caller should put the algorithm (or the limit) in the key.
@@ -174,12 +173,36 @@ type Decision struct {
 type Limiter struct {
 	rdb Scripter
 	sha string
+	// groupSHA and undoSHA are the scripts of calls whose keys span several slots.
+	groupSHA, undoSHA string
+	// undoFailed, when set, hears of every undo that failed (see Allow).
+	undoFailed func(error)
 }
 
-// NewLimiter returns a Limiter that runs its script on rdb.
-func NewLimiter(rdb Scripter) *Limiter {
-	sum := sha1.Sum([]byte(limiterScript))
-	return &Limiter{rdb: rdb, sha: hex.EncodeToString(sum[:])}
+// LimiterOption configures a Limiter.
+type LimiterOption func(*Limiter)
+
+// WithUndoFailed has fn called, with the error, whenever a call whose keys span several slots
+// was denied in one slot and could not take back what the others counted, so that those
+// counts stay (see Allow). It is meant for a metric or a log line; fn must be safe for
+// concurrent use.
+func WithUndoFailed(fn func(error)) LimiterOption {
+	return func(l *Limiter) { l.undoFailed = fn }
+}
+
+// NewLimiter returns a Limiter that runs its scripts on rdb.
+func NewLimiter(rdb Scripter, opts ...LimiterOption) *Limiter {
+	l := &Limiter{rdb: rdb, sha: scriptSHA(limiterScript), groupSHA: scriptSHA(limiterGroupScript), undoSHA: scriptSHA(limiterUndoScript)}
+	for _, o := range opts {
+		o(l)
+	}
+	return l
+}
+
+// scriptSHA is the SHA1 that EVALSHA names script by.
+func scriptSHA(script string) string {
+	sum := sha1.Sum([]byte(script))
+	return hex.EncodeToString(sum[:])
 }
 
 // Allow decides every request in one EVALSHA (EVAL only when the server has lost the script)
@@ -192,9 +215,23 @@ func NewLimiter(rdb Scripter) *Limiter {
 // hit: Express apps sharing the counter count that way, and a client that keeps knocking
 // keeps its counter over the limit on both sides.
 //
-// ctx bounds the call; Allow sets no deadline of its own. No requests means no call and a
-// zero result. Errors wrap ErrInvalidRequest for bad input, ErrBadReply for a reply of the
-// wrong shape, and otherwise the go-redis or context error.
+// Keys in several Redis Cluster slots (by Slot, on every topology, so that plain Redis and
+// a Cluster count alike) cannot share a script. Allow then sends one script per slot, all at
+// once, each all or nothing within its slot and never counting a denied fixed window alone.
+// When every slot allows, the call is counted as one script would count it. When a slot
+// denies, a second script per slot that counted takes its counts back (a second round trip,
+// for denied calls only), and their decisions are reported as not counted: the counters end
+// as one script would leave them, with nothing counted. Until the undo lands, other calls
+// see those counts and may be denied by them; no call is ever allowed past a limit. GCRA's
+// undo moves the arrival time back by the cost, which can credit up to the time between the
+// two scripts when another request came in meanwhile. An undo that fails (ctx done, Redis
+// down) leaves the counts in place and goes to WithUndoFailed, not to the caller: the verdict,
+// denied, stands. When a slot's script fails, Allow returns the error and takes nothing
+// back, as a single script whose reply was lost. now is the earliest of the slots' clocks.
+//
+// ctx bounds the call, undo included; Allow sets no deadline of its own. No requests means
+// no call and a zero result. Errors wrap ErrInvalidRequest for bad input, ErrBadReply for a
+// reply of the wrong shape, and otherwise the go-redis or context error.
 func (l *Limiter) Allow(ctx context.Context, reqs []Request) (now time.Time, ds []Decision, err error) {
 	if len(reqs) == 0 {
 		return time.Time{}, nil, nil
@@ -217,11 +254,10 @@ func (l *Limiter) Allow(ctx context.Context, reqs []Request) (now time.Time, ds 
 		keys[i] = r.Key
 		args = append(args, int(r.Limit.Algorithm), r.Limit.capacity(), r.Limit.Window.Milliseconds(), iv, r.Cost)
 	}
-	cmd := l.rdb.EvalSha(ctx, l.sha, keys, args...)
-	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-		cmd = l.rdb.Eval(ctx, limiterScript, keys, args...)
+	if !oneSlot(keys) {
+		return l.allowSlots(ctx, reqs, keys, args)
 	}
-	v, err := cmd.Result()
+	v, err := evalScript(ctx, l.rdb, l.sha, limiterScript, keys, args)
 	if err != nil {
 		return time.Time{}, nil, fmt.Errorf("ratelimit: limiter script: %w", err)
 	}

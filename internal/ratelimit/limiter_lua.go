@@ -30,7 +30,19 @@ const limiterReplyFields = 4
 // Keys derived from KEYS[i] (the sliding sub-windows) only append to it, so a {hash tag}
 // keeps them in the slot of KEYS[i]. replicate_commands is needed by servers before 5.0 to
 // write after TIME, and is guarded because Redis 7 deprecates it.
-const limiterScript = `
+const limiterScript = limiterHead + limiterSingle + limiterTail
+
+// limiterGroupScript is limiterScript for one slot's share of a call whose keys span several
+// slots (see Limiter.Allow). It differs in one line: no request is the call's only one, so
+// a denied fixed window is never counted on its own.
+const limiterGroupScript = limiterHead + "local single = false\n" + limiterTail
+
+// limiterSingle is the line that lets a call made of one fixed-window request count it even
+// when denied.
+const limiterSingle = "local single = n == 1 and st[1].algo == 0\n"
+
+// limiterHead reads and decides every request without writing.
+const limiterHead = `
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local sec, usec = tonumber(t[1]), tonumber(t[2])
@@ -84,8 +96,10 @@ for i = 1, n do
   if not s.ok then all = false end
   st[i] = s
 end
-local single = n == 1 and st[1].algo == 0
-local reply = {sec, usec}
+`
+
+// limiterTail counts (when the call is allowed, or single) and builds the reply.
+const limiterTail = `local reply = {sec, usec}
 for i = 1, n do
   local s = st[i]
   local counted = s.cost > 0 and (all or single)
@@ -157,6 +171,97 @@ for i = 1, n do
 end
 return reply
 `
+
+// undoArgs is the number of ARGV entries per key of limiterUndoScript: algorithm, amount
+// (the cost; for GCRA the cost times the interval in microseconds), and for a fixed window
+// the end of the window that was counted in Unix milliseconds and its length in milliseconds
+// (0 and 0 for the others).
+const undoArgs = 4
+
+// Values of each element of limiterUndoScript's reply.
+const (
+	undoSkipped = 0 // the count was no longer there to take back
+	undoDone    = 1 // the amount was taken off
+	undoDeleted = 2 // the amount was taken off and nothing was left, so the key is gone
+)
+
+// limiterUndoScript takes back what limiterGroupScript counted for one slot's requests of a
+// call that another slot denied (see Limiter.Allow). KEYS are the keys the count touched: the
+// request's key for fixed and GCRA, the current sub-window's for sliding. It replies with
+// one undo* value per key.
+//
+// A fixed or sliding count comes off with DECRBY, which is exact whatever others counted in
+// between, and a key left at 0 is deleted, as if never counted: for fixed, the next hit then
+// opens a window of its own, as it would have. A fixed window is touched only when it is
+// still the window that was counted: one opened since (after the counted one expired) ends
+// at least a window later than ARGV's end, so an end within half a window of it (Redis's
+// millisecond clocks round each side by under a millisecond) is the same window. GCRA moves
+// the arrival time back by the amount and deletes the key when that is not in the future
+// (a missing key means the same as an arrival time of now).
+const limiterUndoScript = `
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local nowms = math.floor(now / 1000)
+local reply = {}
+for i = 1, #KEYS do
+  local a = 4 * (i - 1)
+  local key, algo, amount = KEYS[i], tonumber(ARGV[a+1]), tonumber(ARGV[a+2])
+  local v = tonumber(redis.call('GET', key) or '')
+  local done = 0
+  if v == nil or v ~= math.floor(v) then
+    done = 0
+  elseif algo == 2 then
+    local tat = v - amount
+    if tat <= now then
+      redis.call('DEL', key)
+      done = 2
+    else
+      redis.call('SET', key, string.format('%.0f', tat), 'PX', string.format('%.0f', math.ceil((tat - now) / 1000)))
+      done = 1
+    end
+  elseif v >= amount then
+    local same = true
+    if algo == 0 then
+      local pttl = redis.call('PTTL', key)
+      same = pttl > 0 and math.abs(nowms + pttl - tonumber(ARGV[a+3])) * 2 < tonumber(ARGV[a+4])
+    end
+    if same then
+      if redis.call('DECRBY', key, ARGV[a+2]) == 0 then
+        redis.call('DEL', key)
+        done = 2
+      else
+        done = 1
+      end
+    end
+  end
+  reply[i] = done
+end
+return reply
+`
+
+// parseUndoReply reads limiterUndoScript's reply for n keys, each element checked.
+func parseUndoReply(v interface{}, n int) ([]int64, error) {
+	items, ok := v.([]interface{})
+	if !ok {
+		return nil, fmt.Errorf("%w: got %T, want an array", ErrBadReply, v)
+	}
+	if len(items) != n {
+		return nil, fmt.Errorf("%w: got %d elements, want %d", ErrBadReply, len(items), n)
+	}
+	done := make([]int64, n)
+	for i := range items {
+		d, err := replyInt(items[i])
+		if err == nil && d > undoDeleted {
+			err = fmt.Errorf("undo result %d out of range", d)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: undo %d: %v", ErrBadReply, i, err)
+		}
+		done[i] = d
+	}
+	return done, nil
+}
 
 // maxReplyMicros is the longest duration, in microseconds, a time.Duration holds.
 const maxReplyMicros = math.MaxInt64 / int64(time.Microsecond)

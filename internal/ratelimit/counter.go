@@ -102,12 +102,28 @@ type FixedWindowResult struct {
 type FixedWindow struct {
 	rdb Scripter
 	sha string
+	// clusterSlots splits hits whose keys span Redis Cluster slots (FixedWindowClusterSlots).
+	clusterSlots bool
+}
+
+// FixedWindowOption configures a FixedWindow.
+type FixedWindowOption func(*FixedWindow)
+
+// FixedWindowClusterSlots makes Add split hits whose keys lie in several Redis Cluster slots
+// into one script per slot (see Add). Only a Cluster needs it; without it every Add is one
+// script, as on one Redis server.
+func FixedWindowClusterSlots() FixedWindowOption {
+	return func(f *FixedWindow) { f.clusterSlots = true }
 }
 
 // NewFixedWindow returns a FixedWindow that runs its script on rdb.
-func NewFixedWindow(rdb Scripter) *FixedWindow {
+func NewFixedWindow(rdb Scripter, opts ...FixedWindowOption) *FixedWindow {
 	sum := sha1.Sum([]byte(fixedWindowScript))
-	return &FixedWindow{rdb: rdb, sha: hex.EncodeToString(sum[:])}
+	f := &FixedWindow{rdb: rdb, sha: hex.EncodeToString(sum[:])}
+	for _, o := range opts {
+		o(f)
+	}
+	return f
 }
 
 // Add adds every hit in one round trip: EVALSHA, and EVAL only when the server has lost the
@@ -115,8 +131,8 @@ func NewFixedWindow(rdb Scripter) *FixedWindow {
 // client's hits land between two of them. ctx bounds the call; Add sets no deadline of its
 // own. When hits is empty Add makes no call and returns a zero result.
 //
-// Hits whose keys are in several Redis Cluster slots (by Slot, on every topology) go in one
-// script per slot, all sent at once, so still in one round trip with a pipelining client.
+// With FixedWindowClusterSlots, hits whose keys are in several Redis Cluster slots (by Slot)
+// go in one script per slot, all sent at once, so still in one round trip with a pipelining client.
 // Every hit is counted whatever the others' counts, as in one script; only the atomicity
 // is per slot. Now is then the earliest of the scripts' clocks. When any script fails, Add
 // returns its error, and what the other slots counted stays counted, as a script whose
@@ -138,7 +154,7 @@ func (f *FixedWindow) Add(ctx context.Context, hits []Hit) (FixedWindowResult, e
 		args[2*i] = h.Window
 		args[2*i+1] = h.Hits
 	}
-	if !oneSlot(keys) {
+	if f.clusterSlots && !oneSlot(keys) {
 		return f.addSlots(ctx, keys, args)
 	}
 	v, err := evalScript(ctx, f.rdb, f.sha, fixedWindowScript, keys, args)

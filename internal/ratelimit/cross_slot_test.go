@@ -127,7 +127,7 @@ var crossSlotCases = []struct {
 	{"three limits on three masters: exact counts, a denied call counts nowhere", func(t *testing.T, b *slotBackend, prefix string) {
 		for _, a := range algorithms {
 			t.Run(a.String(), func(t *testing.T) {
-				l := NewLimiter(b.rdb)
+				l := NewLimiter(b.rdb, WithClusterSlots())
 				tags := spreadTags(prefix+a.String()+":", 3)
 				reqs := make([]Request, 3)
 				for i, n := range []int64{3, 5, 10} {
@@ -163,7 +163,7 @@ var crossSlotCases = []struct {
 		}
 	}},
 	{"a denied call leaves no key behind", func(t *testing.T, b *slotBackend, prefix string) {
-		l := NewLimiter(b.rdb)
+		l := NewLimiter(b.rdb, WithClusterSlots())
 		tags := spreadTags(prefix, 3)
 		// A fixed window alone in its slot, used up; two limits in the second slot and one
 		// in the third, never counted before.
@@ -202,7 +202,7 @@ var crossSlotCases = []struct {
 		}
 	}},
 	{"checks across slots write nothing", func(t *testing.T, b *slotBackend, prefix string) {
-		l := NewLimiter(b.rdb)
+		l := NewLimiter(b.rdb, WithClusterSlots())
 		tags := spreadTags(prefix, 3)
 		var reqs []Request
 		for i, a := range algorithms {
@@ -219,7 +219,7 @@ var crossSlotCases = []struct {
 		}
 	}},
 	{"shared_prefix keys with tagged limits", func(t *testing.T, b *slotBackend, prefix string) {
-		l := NewLimiter(b.rdb)
+		l := NewLimiter(b.rdb, WithClusterSlots())
 		tags := spreadTags(prefix, 3)
 		// rate-limit-redis's own key: no hash tag, so it hashes whole.
 		shared := Request{Key: "rl:" + prefix + "203.0.113.7", Limit: Limit{Requests: 4, Window: time.Hour}, Cost: 1}
@@ -250,7 +250,7 @@ var crossSlotCases = []struct {
 	}},
 	{"concurrent calls: exactly the smallest limit, every other slot undone", func(t *testing.T, b *slotBackend, prefix string) {
 		const workers, perWorker = 16, 4
-		l := NewLimiter(b.rdb)
+		l := NewLimiter(b.rdb, WithClusterSlots())
 		tags := spreadTags(prefix, 3)
 		// The sliding limit in the middle slot denies; the fixed and GCRA ones, in the other
 		// two, never do, so everything they count for a denied call must be taken back.
@@ -293,7 +293,7 @@ var crossSlotCases = []struct {
 		}
 	}},
 	{"RLS: every descriptor counted on its own slot", func(t *testing.T, b *slotBackend, prefix string) {
-		f := NewFixedWindow(b.rdb)
+		f := NewFixedWindow(b.rdb, FixedWindowClusterSlots())
 		tags := spreadTags(prefix, 3)
 		hits := []Hit{
 			{Key: "rls:{" + tags[0] + "}", Window: longWindow, Hits: 1},

@@ -177,6 +177,16 @@ type Limiter struct {
 	groupSHA, undoSHA string
 	// undoFailed, when set, hears of every undo that failed (see Allow).
 	undoFailed func(error)
+	// clusterSlots splits a call whose keys span Redis Cluster slots (WithClusterSlots).
+	clusterSlots bool
+}
+
+// WithClusterSlots makes Allow split a call whose keys lie in several Redis Cluster slots
+// into one script per slot (see Allow). Only a Cluster needs it: on one Redis server (or a
+// Sentinel-managed one) a single script covers every key, fully atomic, in one round trip,
+// so without this option every call is one script whatever its keys' slots.
+func WithClusterSlots() LimiterOption {
+	return func(l *Limiter) { l.clusterSlots = true }
 }
 
 // LimiterOption configures a Limiter.
@@ -215,9 +225,8 @@ func scriptSHA(script string) string {
 // hit: Express apps sharing the counter count that way, and a client that keeps knocking
 // keeps its counter over the limit on both sides.
 //
-// Keys in several Redis Cluster slots (by Slot, on every topology, so that plain Redis and
-// a Cluster count alike) cannot share a script. Allow then sends one script per slot, all at
-// once, each all or nothing within its slot and never counting a denied fixed window alone.
+// With WithClusterSlots, keys in several Redis Cluster slots (by Slot) do not share a
+// script: Allow then sends one script per slot, all at once, each all or nothing within its slot and never counting a denied fixed window alone.
 // When every slot allows, the call is counted as one script would count it. When a slot
 // denies, a second script per slot that counted takes its counts back (a second round trip,
 // for denied calls only), and their decisions are reported as not counted: the counters end
@@ -254,7 +263,7 @@ func (l *Limiter) Allow(ctx context.Context, reqs []Request) (now time.Time, ds 
 		keys[i] = r.Key
 		args = append(args, int(r.Limit.Algorithm), r.Limit.capacity(), r.Limit.Window.Milliseconds(), iv, r.Cost)
 	}
-	if !oneSlot(keys) {
+	if l.clusterSlots && !oneSlot(keys) {
 		return l.allowSlots(ctx, reqs, keys, args)
 	}
 	v, err := evalScript(ctx, l.rdb, l.sha, limiterScript, keys, args)

@@ -158,7 +158,7 @@ func TestAllowOneSlotIsTodaysScript(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := newSlotRecorder(t)
-			if _, ds, err := NewLimiter(rec).Allow(t.Context(), tc.reqs); err != nil || len(ds) != len(tc.reqs) {
+			if _, ds, err := NewLimiter(rec, WithClusterSlots()).Allow(t.Context(), tc.reqs); err != nil || len(ds) != len(tc.reqs) {
 				t.Fatalf("Allow: %v, %d decisions", err, len(ds))
 			}
 			if n := rec.count(); n != 1 {
@@ -195,7 +195,7 @@ func TestAllowSplitsBySlot(t *testing.T) {
 	for i, r := range reqs {
 		rec.remaining[r.Key] = int64(10 + i)
 	}
-	now, ds, err := NewLimiter(rec).Allow(t.Context(), reqs)
+	now, ds, err := NewLimiter(rec, WithClusterSlots()).Allow(t.Context(), reqs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func TestAllowUndoesWhenASlotDenies(t *testing.T) {
 	for i, r := range reqs {
 		rec.remaining[r.Key] = int64(10 + i)
 	}
-	_, ds, err := NewLimiter(rec).Allow(t.Context(), reqs)
+	_, ds, err := NewLimiter(rec, WithClusterSlots()).Allow(t.Context(), reqs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +305,7 @@ func TestAllowNoUndo(t *testing.T) {
 			for _, k := range tc.deny {
 				rec.deny[k] = true
 			}
-			if _, _, err := NewLimiter(rec).Allow(t.Context(), tc.reqs); err != nil {
+			if _, _, err := NewLimiter(rec, WithClusterSlots()).Allow(t.Context(), tc.reqs); err != nil {
 				t.Fatal(err)
 			}
 			if n := len(rec.scripts(limiterUndoScript)); n != 0 {
@@ -322,7 +322,7 @@ func TestAllowUndoFails(t *testing.T) {
 	rec.undoErr = errors.New("ERR injected undo failure")
 	var mu sync.Mutex
 	var heard []error
-	l := NewLimiter(rec, WithUndoFailed(func(err error) {
+	l := NewLimiter(rec, WithClusterSlots(), WithUndoFailed(func(err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		heard = append(heard, err)
@@ -338,7 +338,7 @@ func TestAllowUndoFails(t *testing.T) {
 		t.Fatalf("WithUndoFailed heard %v, want the injected error twice (two slots)", heard)
 	}
 	// Without the option a failed undo is still not the caller's error.
-	if _, _, err := NewLimiter(rec).Allow(t.Context(), reqs); err != nil {
+	if _, _, err := NewLimiter(rec, WithClusterSlots()).Allow(t.Context(), reqs); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -348,7 +348,7 @@ func TestAllowSlotFails(t *testing.T) {
 	rec := newSlotRecorder(t)
 	rec.fail["rl:{c}f"] = true
 	rec.deny["{a}s"] = true
-	_, ds, err := NewLimiter(rec).Allow(t.Context(), reqs)
+	_, ds, err := NewLimiter(rec, WithClusterSlots()).Allow(t.Context(), reqs)
 	if err == nil || ds != nil {
 		t.Fatalf("Allow with a failing slot: %+v, %v; want no decisions and the error", ds, err)
 	}
@@ -367,7 +367,7 @@ func TestAddSplitsBySlot(t *testing.T) {
 	t.Run("one slot is one script", func(t *testing.T) {
 		rec := newSlotRecorder(t)
 		same := []Hit{hits[0], hits[2]}
-		if _, err := NewFixedWindow(rec).Add(t.Context(), same); err != nil {
+		if _, err := NewFixedWindow(rec, FixedWindowClusterSlots()).Add(t.Context(), same); err != nil {
 			t.Fatal(err)
 		}
 		want := scriptCall{fixedWindowScript, []string{"rls:{d.a}", "rls:{d.a}"}, []interface{}{int64(60), uint64(1), int64(3600), uint64(3)}}
@@ -379,7 +379,7 @@ func TestAddSplitsBySlot(t *testing.T) {
 		rec := newSlotRecorder(t)
 		rec.together = 3
 		rec.remaining = map[string]int64{"rls:{d.a}": 7, "rls:{d.b}": 8, "rls:{d.c}": 9}
-		res, err := NewFixedWindow(rec).Add(t.Context(), hits)
+		res, err := NewFixedWindow(rec, FixedWindowClusterSlots()).Add(t.Context(), hits)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -404,7 +404,7 @@ func TestAddSplitsBySlot(t *testing.T) {
 	t.Run("a failing slot fails the call", func(t *testing.T) {
 		rec := newSlotRecorder(t)
 		rec.fail["rls:{d.b}"] = true
-		if _, err := NewFixedWindow(rec).Add(t.Context(), hits); err == nil {
+		if _, err := NewFixedWindow(rec, FixedWindowClusterSlots()).Add(t.Context(), hits); err == nil {
 			t.Fatal("Add with a failing slot: no error")
 		}
 	})

@@ -16,6 +16,7 @@ import (
 	"github.com/extauthz/extauthz/internal/metrics"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/ratelimit"
+	"github.com/extauthz/extauthz/internal/redisurl"
 	"github.com/extauthz/extauthz/internal/sessions"
 )
 
@@ -80,6 +81,9 @@ type Decision struct {
 	// Err is set when the decision could not be made (Redis failed under a closed policy);
 	// transports answer with an error so the proxy's own failure mode applies.
 	Err error
+	// ErrReason says, with Err, why the backend failed: timeout (a deadline, the caller's or
+	// redis.timeout), canceled (the caller went away), bad_reply or unavailable.
+	ErrReason string
 	// Reason is a bounded label for metrics and logs: ok, no_policy, unauthenticated,
 	// forbidden_role, forbidden_scope, over_limit, backend_error, degraded.
 	Reason string
@@ -108,7 +112,7 @@ type Options struct {
 	Sessions SessionResolver // nil when sessions are not configured
 	Keys     KeyResolver     // nil when API keys are not configured
 	Limiter  Limiter
-	// Timeout bounds the Redis work of one decision.
+	// Timeout bounds the Redis work of one decision (default redisurl.DefaultTimeout).
 	Timeout time.Duration
 	Headers ratelimit.Format
 	Logger  *zap.Logger
@@ -132,15 +136,12 @@ func New(set *policy.Set, opts Options) *Engine {
 		opts.Logger = zap.NewNop()
 	}
 	if opts.Timeout <= 0 {
-		opts.Timeout = DefaultTimeout
+		opts.Timeout = redisurl.DefaultTimeout
 	}
 	e := &Engine{opts: opts, log: opts.Logger}
 	e.Load(set)
 	return e
 }
-
-// DefaultTimeout bounds a decision's Redis work when Options.Timeout is not set.
-const DefaultTimeout = 25 * time.Millisecond
 
 // Load swaps in set; decisions in flight finish on the previous one.
 func (e *Engine) Load(set *policy.Set) { e.state.Store(set) }
@@ -197,13 +198,18 @@ func (e *Engine) logDecision(d Decision, took time.Duration) {
 	case !d.Allow:
 		verdict = "deny"
 	}
-	e.log.Info("decision",
+	fields := []zap.Field{
 		zap.String("policy", d.Policy),
 		zap.String("kind", d.Kind),
 		zap.String("verdict", verdict),
 		zap.Int("status", d.Status),
 		zap.String("reason", d.Reason),
-		zap.Duration("latency", took))
+		zap.Duration("latency", took),
+	}
+	if d.Err != nil {
+		fields = append(fields, zap.String("backend", d.ErrReason))
+	}
+	e.log.Info("decision", fields...)
 }
 
 func (e *Engine) decide(ctx context.Context, r *Request) Decision {
@@ -241,11 +247,11 @@ func (e *Engine) decide(ctx context.Context, r *Request) Decision {
 	switch {
 	case err != nil && p.AuthOpen:
 		e.log.Warn("identity backend failed, letting the request through unauthenticated (failure.auth: open)",
-			zap.String("policy", p.Name), zap.Error(err))
+			zap.String("policy", p.Name), zap.String("reason", ratelimit.CallReason(ctx, err)), zap.Error(err))
 		degraded = append(degraded, "auth")
 		id = identity{kind: KindNone}
 	case err != nil:
-		d.Err, d.Reason = err, "backend_error"
+		d.Err, d.ErrReason, d.Reason = err, ratelimit.CallReason(ctx, err), "backend_error"
 		return d
 	case status != 0:
 		d.Status, d.Reason = status, reason
@@ -280,10 +286,11 @@ func (e *Engine) decide(ctx context.Context, r *Request) Decision {
 			// limiter's local per-process counts decide (ratelimit.Guard), so a flood that
 			// makes Redis miss its deadlines is still limited, per replica.
 			e.log.Warn("rate limit backend failed, deciding on this replica's local counts (failure.limits: open)",
-				zap.String("policy", p.Name), zap.Bool("local_counts", hdrs != nil), zap.Error(err))
+				zap.String("policy", p.Name), zap.Bool("local_counts", hdrs != nil),
+				zap.String("reason", ratelimit.CallReason(ctx, err)), zap.Error(err))
 			degraded = append(degraded, "limits")
 		case err != nil:
-			d.Err, d.Reason = err, "backend_error"
+			d.Err, d.ErrReason, d.Reason = err, ratelimit.CallReason(ctx, err), "backend_error"
 			return d
 		}
 		d.ResponseHeaders = hdrs
@@ -395,7 +402,7 @@ func (e *Engine) limit(ctx context.Context, st *policy.Set, p *policy.Policy, li
 	if m := e.opts.Metrics; m != nil {
 		m.RedisDuration.WithLabelValues("policy_limits").Observe(time.Since(t0).Seconds())
 		if err != nil {
-			m.RedisErrors.WithLabelValues("policy_limits", ratelimit.FailureReason(err)).Inc()
+			m.RedisErrors.WithLabelValues("policy_limits", ratelimit.CallReason(ctx, err)).Inc()
 		}
 	}
 	var fallback error

@@ -123,7 +123,7 @@ func (e *Engine) byKey(ctx context.Context, st *policy.Set, key, header string) 
 		errors.Is(err, apikeys.ErrRevoked), errors.Is(err, apikeys.ErrExpired):
 		return anon, 401, "unauthenticated", nil
 	default:
-		e.countBackendError("apikey_lookup", err)
+		e.countBackendError(ctx, "apikey_lookup", err)
 		return anon, 0, "", err
 	}
 	return identity{
@@ -180,7 +180,7 @@ func (e *Engine) bySession(ctx context.Context, r *Request) (identity, int, stri
 	case errors.Is(err, sessions.ErrNoSession):
 		return anon, 401, "unauthenticated", nil
 	default:
-		e.countBackendError("session_lookup", err)
+		e.countBackendError(ctx, "session_lookup", err)
 		return anon, 0, "", err
 	}
 	if s.Subject == "" {
@@ -194,8 +194,9 @@ func (e *Engine) bySession(ctx context.Context, r *Request) (identity, int, stri
 	return identity{kind: KindSession, principal: s.Subject, roles: s.Roles, headers: hs}, 0, "", nil
 }
 
-func (e *Engine) countBackendError(op string, err error) {
+// countBackendError counts a failed identity lookup made under ctx; see ratelimit.CallReason.
+func (e *Engine) countBackendError(ctx context.Context, op string, err error) {
 	if m := e.opts.Metrics; m != nil {
-		m.RedisErrors.WithLabelValues(op, ratelimit.FailureReason(err)).Inc()
+		m.RedisErrors.WithLabelValues(op, ratelimit.CallReason(ctx, err)).Inc()
 	}
 }

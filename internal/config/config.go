@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/extauthz/extauthz/internal/ratelimit/rls"
+	"github.com/extauthz/extauthz/internal/redisurl"
 )
 
 // The defaults, named so that flags, docs and tests can refer to them.
@@ -18,11 +19,10 @@ const (
 	DefaultHTTPAddr  = "127.0.0.1:9002"
 	DefaultAdminAddr = "127.0.0.1:9003"
 
-	// DefaultRedisTimeout is the per-call Redis deadline. It sits well under Envoy's 200 ms
-	// ext_authz timeout but above the ratelimit filter's 20 ms default, so a deployment that
-	// keeps that default should lower this one or raise the filter's.
-	DefaultRedisTimeout     = 25 * time.Millisecond
-	DefaultRedisDialTimeout = time.Second
+	// DefaultRedisTimeout and DefaultRedisDialTimeout are the client builder's own defaults,
+	// defined once in redisurl (see redisurl.DefaultTimeout for why 25 ms).
+	DefaultRedisTimeout     = redisurl.DefaultTimeout
+	DefaultRedisDialTimeout = redisurl.DefaultDialTimeout
 	// MaxRedisTimeout bounds redis.timeout: a per-call deadline longer than this would let
 	// goroutines pile up behind a stuck Redis long after the proxy has given up on the call.
 	MaxRedisTimeout = 10 * time.Second

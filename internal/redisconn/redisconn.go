@@ -16,17 +16,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 	"go.uber.org/zap"
-)
 
-// Defaults for the zero values of Options.
-const (
-	// DefaultTimeout bounds one Redis call. It sits well under Envoy's ext_authz timeout
-	// (200ms) so that a slow Redis turns into a policy decision, not an Envoy timeout.
-	DefaultTimeout = 25 * time.Millisecond
-	// DefaultDialTimeout bounds one connection attempt, TLS handshake included. go-redis dials
-	// in the background, detached from the request that asked, so this is how long a dial
-	// may keep trying after that request has given up.
-	DefaultDialTimeout = time.Second
+	"github.com/extauthz/extauthz/internal/redisurl"
 )
 
 // EmbeddedWarning is logged at WARN level whenever New starts the embedded store.
@@ -42,9 +33,11 @@ type Options struct {
 	// password can come from a secret while the URL sits in a ConfigMap.
 	Username, Password string
 	// Timeout is the per-call deadline (see WithTimeout) and the socket read/write timeout.
-	// Zero means DefaultTimeout.
+	// Zero means redisurl.DefaultTimeout.
 	Timeout time.Duration
-	// DialTimeout bounds one connection attempt. Zero means DefaultDialTimeout.
+	// DialTimeout bounds one connection attempt, TLS handshake included. go-redis dials in
+	// the background, detached from the request that asked, so this is how long a dial may
+	// keep trying after that request has given up. Zero means redisurl.DefaultDialTimeout.
 	DialTimeout time.Duration
 	// PoolSize and MinIdleConns size the connection pool; zero means go-redis's defaults
 	// (10 per GOMAXPROCS, and none kept idle).
@@ -154,10 +147,10 @@ func withDefaults(opts Options) (Options, error) {
 		return Options{}, err
 	}
 	if opts.Timeout == 0 {
-		opts.Timeout = DefaultTimeout
+		opts.Timeout = redisurl.DefaultTimeout
 	}
 	if opts.DialTimeout == 0 {
-		opts.DialTimeout = DefaultDialTimeout
+		opts.DialTimeout = redisurl.DefaultDialTimeout
 	}
 	return opts, nil
 }

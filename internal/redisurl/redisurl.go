@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Topology is the shape of the deployment a URL names.
@@ -46,6 +47,21 @@ const (
 	DefaultPort = 6379
 	// DefaultSentinelPort is the port of a sentinel (redis-sentinel://).
 	DefaultSentinelPort = 26379
+)
+
+// The default deadlines of a connection to Redis. They live here, in the one package that
+// every Redis-facing package already depends on or can depend on without a cycle, so that
+// config defaults, the client builder, the ext_authz engine and ShouldRateLimit share one
+// value instead of each defining its own.
+const (
+	// DefaultTimeout is the per-call Redis deadline (redis.timeout). It sits well under
+	// Envoy's 200 ms ext_authz timeout, so a slow Redis turns into a policy decision rather
+	// than an Envoy timeout, but above the ratelimit filter's 20 ms default: a deployment
+	// that keeps that default should lower this one or raise the filter's.
+	DefaultTimeout = 25 * time.Millisecond
+	// DefaultDialTimeout bounds one connection attempt, TLS handshake included
+	// (redis.dial_timeout).
+	DefaultDialTimeout = time.Second
 )
 
 // URL is what a Redis URL says. Its String and GoString methods return Redacted, so that

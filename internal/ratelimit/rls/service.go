@@ -18,6 +18,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/metrics"
 	"github.com/extauthz/extauthz/internal/ratelimit"
+	"github.com/extauthz/extauthz/internal/redisurl"
 )
 
 // Counter adds hits to fixed windows in one atomic round trip; *ratelimit.FixedWindow is one.
@@ -35,7 +36,7 @@ type Options struct {
 	Prefix string
 	// Headers is the RateLimit header draft added to responses; the zero value adds none.
 	Headers ratelimit.Format
-	// Timeout bounds the Redis round trip of one request (default 25ms).
+	// Timeout bounds the Redis round trip of one request (default redisurl.DefaultTimeout).
 	Timeout time.Duration
 	// CounterBounded says the counter's Redis client already bounds every call by Timeout
 	// (redisconn.Pipe does), so the service derives no per-request context and timer for it.
@@ -105,7 +106,7 @@ func NewService(counter Counter, cfg *Config, opts Options) *Service {
 		opts.Prefix = "rls:"
 	}
 	if opts.Timeout <= 0 {
-		opts.Timeout = 25 * time.Millisecond
+		opts.Timeout = redisurl.DefaultTimeout
 	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
@@ -271,13 +272,15 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 				// not Redis.
 				return nil, domainLabel, status.Error(codes.InvalidArgument, err.Error())
 			}
-			reason := redisReason(ctx, err)
+			// The caller's context decides between timeout and canceled: Envoy's filter
+			// timeout arrives as the call's deadline, usually ended by a stream reset.
+			reason := ratelimit.CallReason(ctx, err)
 			if s.m != nil {
 				s.m.RedisErrors.WithLabelValues("rls_fixed_window", reason).Inc()
 			}
 			s.log.Warn("rate limit backend failed", zap.String("domain", domainLabel), zap.String("reason", reason), zap.Error(err))
-			if ctx.Err() != nil {
-				return nil, domainLabel, status.FromContextError(ctx.Err()).Err()
+			if cerr := ratelimit.ContextErr(ctx); cerr != nil {
+				return nil, domainLabel, status.FromContextError(cerr).Err()
 			}
 			return nil, domainLabel, status.Error(codes.Unavailable, "rate limit backend unavailable: "+reason)
 		}
@@ -457,13 +460,4 @@ func dropReplaced(states []descriptorState) {
 			states[i].code = "REPLACED"
 		}
 	}
-}
-
-// redisReason names a backend failure; a caller that went away is "canceled" whatever the
-// error says.
-func redisReason(ctx context.Context, err error) string {
-	if ctx.Err() != nil {
-		return "canceled"
-	}
-	return ratelimit.FailureReason(err)
 }

@@ -1,0 +1,181 @@
+package rls_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/extauthz/extauthz/internal/metrics"
+	"github.com/extauthz/extauthz/internal/ratelimit"
+	"github.com/extauthz/extauthz/internal/ratelimit/rls"
+	"github.com/extauthz/extauthz/internal/redisconn"
+	"github.com/extauthz/extauthz/internal/redistest"
+)
+
+// A caller's deadline (Envoy's ratelimit filter timeout, 20 ms by default, arriving as the
+// call's grpc-timeout) against a Redis that does not answer is a timeout in the metrics and
+// the gRPC code, never a cancellation; a caller that goes away is canceled. Both are real gRPC
+// calls to a Redis stopped with SIGSTOP, on each of the decision backends serve.go wires.
+func TestCallerDeadlineIsTimeout(t *testing.T) {
+	type backend struct {
+		name    string
+		bounded bool // the backend bounds its calls itself, as CounterBounded says
+	}
+	backends := []backend{{"pipe", true}, {"go-redis", false}}
+	tests := []struct {
+		name string
+		// call makes the client's context: a 20 ms deadline, or a cancellation after 10 ms.
+		call       func() (context.Context, context.CancelFunc)
+		wantReason string
+		wantCode   codes.Code
+	}{
+		{"20ms client deadline", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 20*time.Millisecond)
+		}, "timeout", codes.DeadlineExceeded},
+		{"client cancels", func() (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(10*time.Millisecond, cancel)
+			return ctx, cancel
+		}, "canceled", codes.Canceled},
+	}
+	for _, b := range backends {
+		for _, tt := range tests {
+			t.Run(b.name+"/"+tt.name, func(t *testing.T) {
+				r := redistest.Start(t)
+				m := metrics.New()
+				client := startPausable(t, r, b.name, m)
+				// One answered call first, so the connections are up when Redis stops.
+				if _, err := client.ShouldRateLimit(context.Background(), reasonRequest()); err != nil {
+					t.Fatalf("warm-up call: %v", err)
+				}
+				r.Pause()
+
+				ctx, cancel := tt.call()
+				defer cancel()
+				_, err := client.ShouldRateLimit(ctx, reasonRequest())
+				if got := status.Code(err); got != codes.DeadlineExceeded && got != codes.Canceled {
+					t.Fatalf("call against a paused Redis: %v, want the client's deadline or cancellation", err)
+				}
+				// The client gives up before the server has recorded the call: wait for the
+				// record, then read every series it wrote.
+				series := waitSeries(t, m, `extauthz_rls_requests_total{code="`+tt.wantCode.String()+`",domain="edge"}`)
+				wantErr := fmt.Sprintf(`extauthz_redis_errors_total{op="rls_fixed_window",reason=%q}`, tt.wantReason)
+				if got := series[wantErr]; got != 1 {
+					t.Errorf("%s = %v, want 1; series:\n%s", wantErr, got, dump(series))
+				}
+				for name := range series {
+					if strings.HasPrefix(name, "extauthz_redis_errors_total") && name != wantErr {
+						t.Errorf("unexpected %s; series:\n%s", name, dump(series))
+					}
+				}
+			})
+		}
+	}
+}
+
+// startPausable serves ShouldRateLimit over gRPC on a loopback port, counting with backend
+// ("pipe" or "go-redis") on r, and returns a client for it.
+func startPausable(t *testing.T, r *redistest.Server, backend string, m *metrics.Metrics) rlsv3.RateLimitServiceClient {
+	t.Helper()
+	rc, err := redisconn.New(redisconn.Options{URL: r.URL()}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rc.Close() })
+	var scripter ratelimit.Scripter = rc.Redis()
+	bounded := false
+	if backend == "pipe" {
+		p := rc.NewPipe(redisconn.PipeOptions{})
+		t.Cleanup(func() { _ = p.Close() })
+		scripter, bounded = p, true
+	}
+	cfg, err := rls.Parse([]rls.File{{Name: "edge.yaml", Data: []byte(testConfig)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := rls.NewService(ratelimit.NewFixedWindow(scripter), cfg, rls.Options{
+		Timeout: rc.Timeout(), CounterBounded: bounded, Metrics: m,
+	})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	rlsv3.RegisterRateLimitServiceServer(gs, svc)
+	go func() { _ = gs.Serve(l) }()
+	t.Cleanup(gs.Stop)
+	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return rlsv3.NewRateLimitServiceClient(conn)
+}
+
+func reasonRequest() *rlsv3.RateLimitRequest {
+	return &rlsv3.RateLimitRequest{Domain: "edge", Descriptors: []*ratelimitv3.RateLimitDescriptor{desc("user", "alice")}}
+}
+
+// waitSeries waits until the counter series want exists, then returns every counter series
+// of m by its name and labels, as the Prometheus text format writes them. It gathers once
+// more after want appears: Gather is no snapshot (it collects each vector apart), so the
+// gather that found want may have missed a series written just before it.
+func waitSeries(t *testing.T, m *metrics.Metrics, want string) map[string]float64 {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		series := counters(t, m)
+		if _, ok := series[want]; ok {
+			return counters(t, m)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within 5s; series:\n%s", want, dump(series))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func counters(t *testing.T, m *metrics.Metrics) map[string]float64 {
+	t.Helper()
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, f := range families {
+		for _, mt := range f.GetMetric() {
+			if mt.GetCounter() == nil {
+				continue
+			}
+			labels := make([]string, 0, len(mt.GetLabel()))
+			for _, l := range mt.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			out[f.GetName()+"{"+strings.Join(labels, ",")+"}"] = mt.GetCounter().GetValue()
+		}
+	}
+	return out
+}
+
+func dump(series map[string]float64) string {
+	names := make([]string, 0, len(series))
+	for n := range series {
+		if strings.HasPrefix(n, "extauthz_") {
+			names = append(names, fmt.Sprintf("  %s %v", n, series[n]))
+		}
+	}
+	sort.Strings(names)
+	return strings.Join(names, "\n")
+}

@@ -67,17 +67,24 @@ func read(st *policy.Set, raw Raw) (*Request, error) {
 
 // DecideRaw reads raw and decides it; a request that cannot be read is denied with 400.
 func (e *Engine) DecideRaw(ctx context.Context, raw Raw) Decision {
-	st := e.state.Load()
+	return e.decideRaw(ctx, e.state.Load(), raw)
+}
+
+// decideRaw is DecideRaw on the snapshot st, which the transport may already have loaded (Check
+// needs its header cap before it builds the headers).
+func (e *Engine) decideRaw(ctx context.Context, st *policy.Set, raw Raw) Decision {
 	r, err := read(st, raw)
 	if err != nil {
-		return e.Refuse(err)
+		return e.refuse(st, err)
 	}
-	return e.Decide(ctx, r)
+	return e.decideOn(ctx, st, r)
 }
 
 // Refuse is the decision for a request that could not be read: 400, counted and logged like
 // any denial, with the bounded reason of the refusal and never the request's bytes.
-func (e *Engine) Refuse(err error) Decision {
+func (e *Engine) Refuse(err error) Decision { return e.refuse(e.state.Load(), err) }
+
+func (e *Engine) refuse(st *policy.Set, err error) Decision {
 	reason := "bad_request"
 	if ce, ok := err.(*canon.Error); ok {
 		reason = ce.Reason
@@ -87,7 +94,7 @@ func (e *Engine) Refuse(err error) Decision {
 		Status:        400,
 		Reason:        "bad_request",
 		Message:       "request refused: " + reason,
-		RemoveHeaders: removals(e.state.Load(), nil, ""),
+		RemoveHeaders: removals(st, nil, ""),
 	}
 	e.record(d, 0)
 	return d

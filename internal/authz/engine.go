@@ -151,8 +151,15 @@ func (e *Engine) Policies() *policy.Set { return e.state.Load() }
 
 // Decide answers one canonical request (see Read).
 func (e *Engine) Decide(ctx context.Context, r *Request) Decision {
+	return e.decideOn(ctx, e.state.Load(), r)
+}
+
+// decideOn decides r on the policy set st and records the decision. A transport reads and
+// decides one request on one snapshot, so a reload in between cannot read a request with one
+// set's rules and match it against another's policies.
+func (e *Engine) decideOn(ctx context.Context, st *policy.Set, r *Request) Decision {
 	start := time.Now()
-	d := e.decide(ctx, r)
+	d := e.decide(ctx, st, r)
 	e.record(d, time.Since(start))
 	return d
 }
@@ -212,8 +219,7 @@ func (e *Engine) logDecision(d Decision, took time.Duration) {
 	e.log.Info("decision", fields...)
 }
 
-func (e *Engine) decide(ctx context.Context, r *Request) Decision {
-	st := e.state.Load()
+func (e *Engine) decide(ctx context.Context, st *policy.Set, r *Request) Decision {
 	d := Decision{Kind: KindNone}
 	var p *policy.Policy
 	if r.Policy != "" {

@@ -54,9 +54,9 @@ func (s *CheckServer) Check(ctx context.Context, req *authv3.CheckRequest) (*aut
 		Peer:   socketIP(req.GetAttributes().GetSource().GetAddress()),
 		Policy: req.GetAttributes().GetContextExtensions()[PolicyContextKey],
 	}
-	max := s.engine.Policies().MaxHeaders
-	raw.Headers, raw.HeaderCount = requestHeaders(http, max)
-	d := s.engine.DecideRaw(ctx, raw)
+	st := s.engine.state.Load()
+	raw.Headers, raw.HeaderCount = requestHeaders(http, st.MaxHeaders)
+	d := s.engine.decideRaw(ctx, st, raw)
 	return checkResponse(d), nil
 }
 

@@ -3,7 +3,6 @@ package authz
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/config"
 	"github.com/extauthz/extauthz/internal/metrics"
+	"github.com/extauthz/extauthz/internal/metrics/metricstest"
 	"github.com/extauthz/extauthz/internal/ratelimit"
 	"github.com/extauthz/extauthz/internal/redisconn"
 	"github.com/extauthz/extauthz/internal/redistest"
@@ -74,19 +74,19 @@ func TestCheckCallerDeadlineIsTimeout(t *testing.T) {
 				if got := entry.ContextMap()["backend"]; got != tt.wantReason {
 					t.Errorf("decision log backend = %v, want %q", got, tt.wantReason)
 				}
-				series := counterSeries(t, m)
+				series := metricstest.Counters(t, m.Registry)
 				wantErr := fmt.Sprintf(`extauthz_redis_errors_total{op="policy_limits",reason=%q}`, tt.wantReason)
 				for name, want := range map[string]float64{
 					wantErr: 1,
 					`extauthz_authz_decisions_total{policy="limited",reason="backend_error",result="error"}`: 1,
 				} {
 					if got := series[name]; got != want {
-						t.Errorf("%s = %v, want %v; series:\n%s", name, got, want, dumpSeries(series))
+						t.Errorf("%s = %v, want %v; series:\n%s", name, got, want, metricstest.Dump(series))
 					}
 				}
 				for name := range series {
 					if strings.HasPrefix(name, "extauthz_redis_errors_total") && name != wantErr {
-						t.Errorf("unexpected %s; series:\n%s", name, dumpSeries(series))
+						t.Errorf("unexpected %s; series:\n%s", name, metricstest.Dump(series))
 					}
 				}
 			})
@@ -146,37 +146,4 @@ func waitErrorLog(t *testing.T, logs *observer.ObservedLogs) observer.LoggedEntr
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-func counterSeries(t *testing.T, m *metrics.Metrics) map[string]float64 {
-	t.Helper()
-	families, err := m.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, f := range families {
-		for _, mt := range f.GetMetric() {
-			if mt.GetCounter() == nil {
-				continue
-			}
-			labels := make([]string, 0, len(mt.GetLabel()))
-			for _, l := range mt.GetLabel() {
-				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
-			}
-			out[f.GetName()+"{"+strings.Join(labels, ",")+"}"] = mt.GetCounter().GetValue()
-		}
-	}
-	return out
-}
-
-func dumpSeries(series map[string]float64) string {
-	lines := make([]string, 0, len(series))
-	for n, v := range series {
-		if strings.HasPrefix(n, "extauthz_") {
-			lines = append(lines, fmt.Sprintf("  %s %v", n, v))
-		}
-	}
-	sort.Strings(lines)
-	return strings.Join(lines, "\n")
 }

@@ -3,8 +3,6 @@ package rls_test
 import (
 	"context"
 	"fmt"
-	"net"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -12,12 +10,11 @@ import (
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/extauthz/extauthz/internal/metrics"
+	"github.com/extauthz/extauthz/internal/metrics/metricstest"
 	"github.com/extauthz/extauthz/internal/ratelimit"
 	"github.com/extauthz/extauthz/internal/ratelimit/rls"
 	"github.com/extauthz/extauthz/internal/redisconn"
@@ -73,11 +70,11 @@ func TestCallerDeadlineIsTimeout(t *testing.T) {
 				series := waitSeries(t, m, `extauthz_rls_requests_total{code="`+tt.wantCode.String()+`",domain="edge"}`)
 				wantErr := fmt.Sprintf(`extauthz_redis_errors_total{op="rls_fixed_window",reason=%q}`, tt.wantReason)
 				if got := series[wantErr]; got != 1 {
-					t.Errorf("%s = %v, want 1; series:\n%s", wantErr, got, dump(series))
+					t.Errorf("%s = %v, want 1; series:\n%s", wantErr, got, metricstest.Dump(series))
 				}
 				for name := range series {
 					if strings.HasPrefix(name, "extauthz_redis_errors_total") && name != wantErr {
-						t.Errorf("unexpected %s; series:\n%s", name, dump(series))
+						t.Errorf("unexpected %s; series:\n%s", name, metricstest.Dump(series))
 					}
 				}
 			})
@@ -108,20 +105,7 @@ func startPausable(t *testing.T, r *redistest.Server, backend string, m *metrics
 	svc := rls.NewService(ratelimit.NewFixedWindow(scripter), cfg, rls.Options{
 		Timeout: rc.Timeout(), CounterBounded: bounded, Metrics: m,
 	})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	rlsv3.RegisterRateLimitServiceServer(gs, svc)
-	go func() { _ = gs.Serve(l) }()
-	t.Cleanup(gs.Stop)
-	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return rlsv3.NewRateLimitServiceClient(conn)
+	return serve(t, svc)
 }
 
 func reasonRequest() *rlsv3.RateLimitRequest {
@@ -136,46 +120,13 @@ func waitSeries(t *testing.T, m *metrics.Metrics, want string) map[string]float6
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		series := counters(t, m)
+		series := metricstest.Counters(t, m.Registry)
 		if _, ok := series[want]; ok {
-			return counters(t, m)
+			return metricstest.Counters(t, m.Registry)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no %s within 5s; series:\n%s", want, dump(series))
+			t.Fatalf("no %s within 5s; series:\n%s", want, metricstest.Dump(series))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-func counters(t *testing.T, m *metrics.Metrics) map[string]float64 {
-	t.Helper()
-	families, err := m.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, f := range families {
-		for _, mt := range f.GetMetric() {
-			if mt.GetCounter() == nil {
-				continue
-			}
-			labels := make([]string, 0, len(mt.GetLabel()))
-			for _, l := range mt.GetLabel() {
-				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
-			}
-			out[f.GetName()+"{"+strings.Join(labels, ",")+"}"] = mt.GetCounter().GetValue()
-		}
-	}
-	return out
-}
-
-func dump(series map[string]float64) string {
-	names := make([]string, 0, len(series))
-	for n := range series {
-		if strings.HasPrefix(n, "extauthz_") {
-			names = append(names, fmt.Sprintf("  %s %v", n, series[n]))
-		}
-	}
-	sort.Strings(names)
-	return strings.Join(names, "\n")
 }

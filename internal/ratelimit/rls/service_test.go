@@ -79,6 +79,13 @@ func newEnvWith(t *testing.T, opts rls.Options, counter func(r *redistest.Server
 		c = counter(r)
 	}
 	svc := rls.NewService(c, cfg, opts)
+	return &env{client: serve(t, svc), redis: r, rdb: rdb, svc: svc}
+}
+
+// serve runs svc on a gRPC server on a free loopback port and returns a client of it; both
+// stop when the test ends.
+func serve(t *testing.T, svc rlsv3.RateLimitServiceServer) rlsv3.RateLimitServiceClient {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +99,7 @@ func newEnvWith(t *testing.T, opts rls.Options, counter func(r *redistest.Server
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &env{client: rlsv3.NewRateLimitServiceClient(conn), redis: r, rdb: rdb, svc: svc}
+	return rlsv3.NewRateLimitServiceClient(conn)
 }
 
 func desc(kv ...string) *ratelimitv3.RateLimitDescriptor {

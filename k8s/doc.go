@@ -1,5 +1,5 @@
 // Package k8s holds the Kubernetes manifests of the extauthz sidecar: a kustomize base (the app
-// pod with Envoy and extauthz as sidecars), overlays (dev, shared-redis and the planned sentinel
+// pod with Envoy and extauthz as sidecars), overlays (dev, shared-redis, sentinel
 // and cluster), a component for meshes and gateways, and Istio and Envoy Gateway examples. See
 // README.md.
 //

@@ -7,28 +7,33 @@ const (
 	DefaultCacheTTL         = 10 * time.Second
 	DefaultCacheNegativeTTL = 2 * time.Second
 	DefaultCacheMaxEntries  = 10000
+	// DefaultCacheMaxBytes is cache.max_bytes: 16 MiB a connection holds tens of thousands of
+	// sessions of a few hundred bytes, and a sidecar keeps one connection per Redis node.
+	DefaultCacheMaxBytes = 16 << 20
 )
 
-// Cache configures the local cache of sessions and API key records. Entries are served only
-// while Redis keyspace notifications are seen to flow (a change of a cached key is then heard
-// at once), unless RequireNotifications is false.
+// Cache configures the client-side cache of session and API key reads. Redis tells the
+// sidecar when a cached key changes (RESP3 CLIENT TRACKING, on a single server, Sentinel and
+// Cluster alike, with no server configuration), so a logout or a revoke is seen on the next
+// request; TTL only bounds how long an unchanged entry is kept.
 type Cache struct {
-	// Enabled turns the cache on; it is on by default, and stays inactive (every decision
-	// reads Redis) until keyspace notifications are confirmed.
+	// Enabled turns the cache on; it is on by default. The embedded store never caches.
 	Enabled bool `yaml:"enabled"`
-	// TTL is the longest an entry is served without asking Redis: the bound on staleness if
-	// a notification is ever lost, or the only bound when notifications are not required.
+	// TTL is the longest an entry is kept without asking Redis (Redis's own TTL of the key
+	// bounds it too).
 	TTL Duration `yaml:"ttl"`
-	// NegativeTTL is the same for sessions and keys found missing; 0 turns negative entries
-	// off.
+	// NegativeTTL was the lifetime of "not found" entries of the notification-based cache.
+	// A missing key is now tracked like any other (creating it invalidates the entry) and kept
+	// for TTL. Accepted and checked, otherwise unused.
 	NegativeTTL Duration `yaml:"negative_ttl"`
-	// MaxEntries bounds each of the two caches. A session entry takes a few hundred bytes (its
-	// subject, roles and headers), so the default keeps the cache to a few MiB of a sidecar's
-	// memory limit.
+	// MaxEntries bounded each of the old caches by count. The cache is now bounded in bytes
+	// (MaxBytes). Accepted and checked, otherwise unused.
 	MaxEntries int `yaml:"max_entries"`
-	// RequireNotifications keeps the cache off while Redis sends no keyspace notifications.
-	// Set it to false to cache anyway and accept that a logout or revoke may take up to TTL
-	// to be seen.
+	// MaxBytes bounds the cache of each Redis connection (one per node and pipeline slot).
+	MaxBytes int `yaml:"max_bytes"`
+	// RequireNotifications kept the old cache off while Redis sent no keyspace notifications.
+	// Invalidation no longer depends on server configuration, and a lost tracking connection
+	// flushes the cache; accepted, otherwise unused.
 	RequireNotifications bool `yaml:"require_notifications"`
 }
 
@@ -38,6 +43,7 @@ func defaultCache() Cache {
 		TTL:                  Duration(DefaultCacheTTL),
 		NegativeTTL:          Duration(DefaultCacheNegativeTTL),
 		MaxEntries:           DefaultCacheMaxEntries,
+		MaxBytes:             DefaultCacheMaxBytes,
 		RequireNotifications: true,
 	}
 }
@@ -58,5 +64,8 @@ func (k *checker) cacheSection() {
 	}
 	if c.MaxEntries < 1 {
 		k.fail("cache.max_entries", c.MaxEntries, "must be >= 1, got %d", c.MaxEntries)
+	}
+	if c.MaxBytes < 1<<20 {
+		k.fail("cache.max_bytes", c.MaxBytes, "must be >= 1048576 (1 MiB), got %d", c.MaxBytes)
 	}
 }

@@ -87,7 +87,7 @@ func TestParseGood(t *testing.T) {
 		Redis: Redis{
 			URL: "rediss://app:secret@redis.internal:6380/2", Username: "other", Password: "override",
 			Timeout: Duration(40 * time.Millisecond), DialTimeout: Duration(2 * time.Second),
-			PoolSize: 20, MinIdleConns: 2, PipelineSlots: DefaultPipelineSlots, PipelineMax: DefaultPipelineMax,
+			PoolSize: 20, MinIdleConns: 2, PipelineSlots: DefaultPipelineSlots, PipelineMax: DefaultPipelineMax, MaxInflight: DefaultRedisMaxInflight,
 			TLS: TLS{CAFile: "/etc/ca.pem", CertFile: "/etc/client.pem", KeyFile: "/etc/client.key",
 				ServerName: "redis.internal", InsecureSkipVerify: true},
 		},
@@ -187,6 +187,8 @@ func TestParseBad(t *testing.T) {
 		{"zero dial timeout", "redis:\n  dial_timeout: 0s\n", nil, "redis.dial_timeout", 2, "must be > 0"},
 		{"negative pool size", "redis:\n  pool_size: -1\n", nil, "redis.pool_size", 2, "must be >= 0"},
 		{"negative min idle", "redis:\n  min_idle_conns: -1\n", nil, "redis.min_idle_conns", 2, "must be >= 0"},
+		{"zero max inflight", "redis:\n  max_inflight: 0\n", nil, "redis.max_inflight", 2, "must be >= 1"},
+		{"too many pipeline slots", "redis:\n  pipeline_slots: 65\n", nil, "redis.pipeline_slots", 2, "must be 0..64"},
 		{"address without port", "listen:\n  grpc: localhost\n", nil, "listen.grpc", 2, "is not host:port"},
 		{"port out of range", "listen:\n  http: ':70000'\n", nil, "listen.http", 2, "port must be a number"},
 		{"empty address", "listen:\n  admin: ''\n", nil, "listen.admin", 2, "must be set"},

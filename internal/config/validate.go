@@ -210,10 +210,13 @@ func (k *checker) redis() {
 		k.fail("redis.dial_timeout", r.DialTimeout, "must be > 0, got %s", r.DialTimeout)
 	}
 	if r.PoolSize < 0 {
-		k.fail("redis.pool_size", r.PoolSize, "must be >= 0 (0 is go-redis's default), got %d", r.PoolSize)
+		k.fail("redis.pool_size", r.PoolSize, "must be >= 0 (it is no longer used), got %d", r.PoolSize)
 	}
-	if r.PipelineSlots < 0 {
-		k.fail("redis.pipeline_slots", r.PipelineSlots, "must be >= 0 (0 turns coalescing off), got %d", r.PipelineSlots)
+	if r.PipelineSlots < 0 || r.PipelineSlots > MaxPipelineSlots {
+		k.fail("redis.pipeline_slots", r.PipelineSlots, "must be 0..%d connections per node (0 means 1), got %d", MaxPipelineSlots, r.PipelineSlots)
+	}
+	if r.MaxInflight < 1 {
+		k.fail("redis.max_inflight", r.MaxInflight, "must be >= 1, got %d", r.MaxInflight)
 	}
 	if r.PipelineMax < 1 {
 		k.fail("redis.pipeline_max", r.PipelineMax, "must be >= 1, got %d", r.PipelineMax)

@@ -35,12 +35,17 @@ type Metrics struct {
 	DecisionDuration *prometheus.HistogramVec
 	// RedisDuration observes Redis round trips in seconds by operation.
 	RedisDuration *prometheus.HistogramVec
-	// RedisPipeline observes how many decision commands each Redis round trip carried.
+	// RedisPipeline observed how many decision commands each round trip of the hand-written
+	// pipeline carried. The client that replaced it does not report its batches; the
+	// histogram stays registered, empty, so that dashboards naming it keep loading.
 	RedisPipeline prometheus.Histogram
+	// RedisInflightRejected counts Redis calls refused at once because redis.max_inflight
+	// calls were already in flight.
+	RedisInflightRejected prometheus.Counter
 	// RedisErrors counts failed Redis calls by operation and reason (timeout, unavailable, reply).
 	RedisErrors *prometheus.CounterVec
-	// RedisConnFailures counts failed dials and closed connections of the decisions' pipelined
-	// Redis client, by reason (dial, timeout, io, protocol).
+	// RedisConnFailures counts failed attempts to connect to Redis (the client, or a
+	// topology's node), by reason.
 	RedisConnFailures *prometheus.CounterVec
 	// PolicyOverLimitCacheHits counts policy limit checks answered by the local over-limit
 	// cache, without Redis.
@@ -59,9 +64,9 @@ type Metrics struct {
 	// CacheLookups counts session and API key cache lookups by cache (session, apikey) and
 	// result (hit, negative_hit, miss, bypass), and entries evicted to make room (evicted).
 	CacheLookups *prometheus.CounterVec
-	// CacheInvalidations counts keyspace notifications that invalidated an entry, by cache.
+	// CacheInvalidations counts keys Redis invalidated (client tracking), by cache.
 	CacheInvalidations *prometheus.CounterVec
-	// CacheActive is 1 while keyspace notifications flow and the caches serve entries.
+	// CacheActive is 1 while the client-side cache is on.
 	CacheActive prometheus.Gauge
 	// Shed counts calls answered at once because max_inflight decisions were running, by
 	// transport (grpc_check, grpc_ratelimit, http).
@@ -109,7 +114,7 @@ func New() *Metrics {
 		}, []string{"op"}),
 		RedisPipeline: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: Namespace, Subsystem: "redis", Name: "pipeline_commands",
-			Help:    "Decision commands coalesced into one Redis round trip.",
+			Help:    "Unused since the Redis client change (the client does not report its batches); kept registered for dashboards.",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
 		}),
 		RedisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -118,8 +123,12 @@ func New() *Metrics {
 		}, []string{"op", "reason"}),
 		RedisConnFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: "redis", Name: "pipeline_connection_failures_total",
-			Help: "Failed dials and closed connections of the decisions' pipelined Redis client, by reason: dial, timeout, io, protocol.",
+			Help: "Failed attempts to connect to Redis, by reason.",
 		}, []string{"reason"}),
+		RedisInflightRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "redis", Name: "inflight_rejected_total",
+			Help: "Redis calls refused at once because redis.max_inflight calls were in flight.",
+		}),
 		PolicyOverLimitCacheHits: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: "policy", Name: "overlimit_cache_hits_total",
 			Help: "Policy limit checks answered by the local over-limit cache, without Redis.",
@@ -134,11 +143,11 @@ func New() *Metrics {
 		}, []string{"cache", "result"}),
 		CacheInvalidations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: "cache", Name: "invalidations_total",
-			Help: "Keyspace notifications that invalidated a cache entry, by cache.",
+			Help: "Keys Redis invalidated in the client-side cache (client tracking), by cache.",
 		}, []string{"cache"}),
 		CacheActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: Namespace, Subsystem: "cache", Name: "active",
-			Help: "1 while Redis keyspace notifications flow and the session and API key caches serve entries.",
+			Help: "1 while the client-side cache of session and API key reads is on.",
 		}),
 		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: "config", Name: "reloads_total",
@@ -174,7 +183,7 @@ func New() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.RLSRequests, m.RLSDescriptors, m.RLSDuration,
 		m.Decisions, m.DecisionDuration,
-		m.RedisDuration, m.RedisErrors, m.RedisPipeline, m.RedisConnFailures,
+		m.RedisDuration, m.RedisErrors, m.RedisPipeline, m.RedisConnFailures, m.RedisInflightRejected,
 		m.PolicyOverLimitCacheHits, m.PolicyLimitFallback,
 		m.ConfigReloads, m.ConfigLastReload,
 		m.InFlight, m.Ready,

@@ -1,11 +1,15 @@
 // Command bench is the orchestrator behind `make bench`: it builds the sidecar, the null server
-// and loadgen, starts a private redis-server, the sidecar and the null server on free loopback
-// ports, runs the load matrix against the sidecar and the null server in turn, measures the raw
-// Redis ceiling with redis-benchmark, and prints a markdown report.
+// and loadgen, starts a private Redis, the sidecar and the null server on free loopback ports,
+// runs the load matrix against the sidecar and the null server in turn, measures the raw Redis
+// ceiling with redis-benchmark, and prints a markdown report.
 //
 //	go run ./test/bench -mode full    # about six minutes, bounded at seven
-//	go run ./test/bench -mode quick   # about half a minute of load
+//	go run ./test/bench -mode quick   # about 40 seconds of load
 //	go run ./test/bench -mode soak    # `make soak`: ten minutes of steady load, then a verdict
+//
+// -topology picks the private Redis: plain (one redis-server, redis://), sentinel (a master,
+// a replica and three sentinels, redis-sentinel://) or cluster (three masters with one replica
+// each, redis-cluster://). The null server is the same in every topology.
 //
 // The soak (soak.go) checks that the sidecar's memory, goroutines and Redis connections stay
 // flat under a steady mixed load, and exits non-zero when one grows; -duration sets its length.
@@ -49,6 +53,10 @@ func main() {
 const (
 	fullBudget  = 7 * time.Minute
 	quickBudget = 2 * time.Minute
+	// topologyAllowance is added to the budget for a sentinel or cluster topology: starting
+	// it, joining it and waiting for it to agree take up to half a minute more than one
+	// redis-server.
+	topologyAllowance = 30 * time.Second
 	// stopAllowance is kept at the end of the budget for stopping the servers.
 	stopAllowance = 10 * time.Second
 )
@@ -56,7 +64,7 @@ const (
 // bench is the running environment the scenarios share.
 type bench struct {
 	real, null target
-	redis      *redisServer
+	redis      *redisTopology
 	sha        string // the INCR script's SHA for redis-benchmark
 	redisN     int    // redis-benchmark -n
 	loadgen    string // loadgen binary
@@ -93,14 +101,16 @@ var sidecarGOMAXPROCS int
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	mode := fs.String("mode", "full", "`MODE`: full (about 6 minutes), quick (about 30 seconds of load) or soak (-duration of steady load, then a verdict)")
+	mode := fs.String("mode", "full", "`MODE`: full (about 6 minutes), quick (about 40 seconds of load) or soak (-duration of steady load, then a verdict)")
 	out := fs.String("out", "", "write the raw loadgen and redis-benchmark lines (soak: the samples as CSV) to `FILE` (default: a new temp file)")
 	extauthzBin := fs.String("extauthz-bin", "", "benchmark this extauthz `BINARY` instead of building ./cmd/extauthz (e.g. a release, to compare)")
+	topology := fs.String("topology", topoPlain, "`KIND` of the private Redis the sidecar uses: "+strings.Join(topologies, ", ")+" (not with -mode soak)")
 	var soakOpts soakOptions
 	soakOpts.register(fs)
 	fs.IntVar(&sidecarGOMAXPROCS, "sidecar-gomaxprocs", 0, "run the sidecar (only) with GOMAXPROCS=`N`, as a Kubernetes CPU limit of N cores or less sets it; 0 inherits the environment")
-	// Every mode's private redis-server: the sidecar's local session/API key cache needs these.
-	fs.StringVar(&soakOpts.redisNotify, "redis-notify", "KA", "the private redis-server's notify-keyspace-events, which the sidecar's local session/API key cache needs (\"\": off, every Check reads its session from Redis)")
+	// Every mode's private Redis. The sidecar's client-side cache uses CLIENT TRACKING and
+	// needs no keyspace notifications; the flag stays to measure what they cost.
+	fs.StringVar(&soakOpts.redisNotify, "redis-notify", "", "the private Redis's notify-keyspace-events on every data node (\"\": off; the sidecar's cache needs none)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -110,7 +120,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	// The command for the report: every flag given, so that the run can be repeated.
 	command := "go run ./test/bench"
 	fs.Visit(func(f *flag.Flag) { command += " -" + f.Name + " " + shellQuote([]string{f.Value.String()}) })
+	if !slices.Contains(topologies, *topology) {
+		return fmt.Errorf("-topology %q: want %s", *topology, strings.Join(topologies, ", "))
+	}
 	if *mode == "soak" {
+		if *topology != topoPlain {
+			return fmt.Errorf("-topology %s: the soak runs on plain only", *topology)
+		}
 		return runSoak(ctx, soakOpts, command, *out, *extauthzBin, stdout, stderr)
 	}
 	var soakOnly []string
@@ -130,6 +146,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		budget, redisN = quickBudget, 30000
 	default:
 		return fmt.Errorf("-mode %q: want full, quick or soak", *mode)
+	}
+	if *topology != topoPlain {
+		budget += topologyAllowance
 	}
 
 	b := &bench{started: time.Now(), stderr: stderr, redisN: redisN}
@@ -173,22 +192,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	m := machine{
 		cpus: runtime.NumCPU(), model: cpuModel(), kernel: readTrim("/proc/sys/kernel/osrelease"),
 		goVersion: goVersion(ctx, goBin), redisVersion: redisVersion(ctx), redisNotify: soakOpts.redisNotify,
-		sidecarProcs: sidecarGOMAXPROCS,
+		sidecarProcs: sidecarGOMAXPROCS, topology: *topology,
 	}
 	fmt.Fprintf(b.raw, "# %s\n# machine: %s\n# started: %s\n", command, m, b.started.Format(time.RFC3339))
 
-	b.progress("starting redis-server, extauthz and nullserver")
+	b.progress("starting redis (%s), extauthz and nullserver", *topology)
 	var redisArgs []string
 	if soakOpts.redisNotify != "" {
 		redisArgs = append(redisArgs, "--notify-keyspace-events", soakOpts.redisNotify)
 	}
-	if b.redis, err = startRedis(ctx, dir, redisArgs...); err != nil {
-		return fmt.Errorf("redis-server: %w", err)
+	if b.redis, err = startTopology(ctx, *topology, dir, redisArgs...); err != nil {
+		return fmt.Errorf("redis %s: %w", *topology, err)
 	}
-	procs = append(procs, b.redis.proc)
-	if b.sha, err = b.redis.command(ctx, "SCRIPT", "LOAD", incrScript); err != nil {
+	procs = append(procs, b.redis.procs()...)
+	m.topology = b.redis.describe()
+	sha, err := b.redis.eachMaster(ctx, "SCRIPT", "LOAD", incrScript)
+	if err != nil {
 		return fmt.Errorf("load the INCR script: %w", err)
 	}
+	b.sha, _ = sha.(string)
 
 	rlsDir := filepath.Join(dir, "rls")
 	if err := writeRLSConfig(rlsDir); err != nil {
@@ -198,7 +220,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err := os.WriteFile(cfgPath, []byte(benchConfig), 0o644); err != nil {
 		return err
 	}
-	if _, err := b.redis.command(ctx, "SET", "sess:"+benchSID, benchSession); err != nil {
+	if _, err := b.redis.do(ctx, "SET", "sess:"+benchSID, benchSession); err != nil {
 		return fmt.Errorf("seed the bench session: %w", err)
 	}
 	sidecar, addrs, err := startSidecar(ctx, dir, sidecarBin, b.redis.url(), rlsDir, cfgPath)
@@ -216,7 +238,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 	b.real = target{name: "extauthz", addr: addrs.grpc,
-		pids: fmt.Sprintf("extauthz=%d,redis=%d,loadgen=self", sidecar.pid(), b.redis.pid())}
+		pids: fmt.Sprintf("extauthz=%d,%s,loadgen=self", sidecar.pid(), b.redis.pids())}
 	b.null = target{name: "null", addr: nullAddr, pids: fmt.Sprintf("null=%d,loadgen=self", null.pid())}
 
 	b.warmUp(ctx)

@@ -17,10 +17,15 @@ type machine struct {
 	redisNotify string
 	// sidecarProcs is the sidecar's GOMAXPROCS when -sidecar-gomaxprocs set it, else 0.
 	sidecarProcs int
+	// topology is the private Redis (-topology), "" for the soak's one redis-server.
+	topology string
 }
 
 func (m machine) String() string {
 	s := fmt.Sprintf("%d × %s, Linux %s, %s, Redis %s", m.cpus, m.model, m.kernel, m.goVersion, m.redisVersion)
+	if m.topology != "" {
+		s += ", " + m.topology
+	}
 	if m.redisNotify != "" {
 		s += " (notify-keyspace-events " + m.redisNotify + ")"
 	}
@@ -37,10 +42,11 @@ func writeReport(w io.Writer, results []*result, m machine, command, rawPath str
 	fmt.Fprintf(w, "Raw loadgen and redis-benchmark lines: %s\n\n", rawPath)
 	fmt.Fprintln(w, "Latencies in µs; rounds are averaged. rps and latencies include failed calls; errors is their")
 	fmt.Fprintln(w, "share. The null server answers OK without work, with the sidecar's gRPC options: the ceiling")
-	fmt.Fprintln(w, "on this machine, loadgen included.")
+	fmt.Fprintln(w, "on this machine, loadgen included. Δp50 is extauthz p50 − null p50 in ms, p99 ×null is extauthz")
+	fmt.Fprintln(w, "p99 / null p99, both from the same run.")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| scenario | extauthz rps | errors | p50 | p99 | null rps | null p50 | null p99 | ratio extauthz/null | redis-benchmark EVALSHA rps (p50) |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| scenario | extauthz rps | errors | p50 | p99 | null rps | null p50 | null p99 | Δp50 ms | p99 ×null | ratio extauthz/null | redis-benchmark EVALSHA rps (p50) |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range results {
 		realRPS, nullRPS := mean(r.real, "rps"), mean(r.null, "rps")
 		redis := "—"
@@ -50,11 +56,17 @@ func writeReport(w io.Writer, results []*result, m machine, command, rawPath str
 		// Failed calls count in rps and latency as loadgen measured them, so their share is
 		// shown beside the rate: a fast error is not a fast answer.
 		errPct := 100 * mean(r.real, "errors") / mean(r.real, "requests")
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+		dp50, p99x := r.latencyVsNull()
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			r.s.name,
 			num(realRPS, "%.0f"), num(errPct, "%.2f%%"), num(mean(r.real, "p50_us"), "%.0f"), num(mean(r.real, "p99_us"), "%.0f"),
 			num(nullRPS, "%.0f"), num(mean(r.null, "p50_us"), "%.0f"), num(mean(r.null, "p99_us"), "%.0f"),
-			num(realRPS/nullRPS, "%.2f"), redis)
+			num(dp50, "%+.3f"), num(p99x, "%.2f"), num(realRPS/nullRPS, "%.2f"), redis)
+	}
+	for _, r := range results {
+		if r.s.latencyTarget {
+			fmt.Fprintf(w, "\n%s\n", latencyVerdict(r))
+		}
 	}
 
 	fmt.Fprintln(w)
@@ -65,7 +77,7 @@ func writeReport(w io.Writer, results []*result, m machine, command, rawPath str
 		if len(r.real) == 0 && len(r.null) == 0 {
 			continue
 		}
-		ext, red := mean(r.real, "cpu_us_per_req[extauthz]"), mean(r.real, "cpu_us_per_req[redis]")
+		ext, red := mean(r.real, "cpu_us_per_req[extauthz]"), meanSum(r.real, "cpu_us_per_req[redis")
 		null := mean(r.null, "cpu_us_per_req[null]")
 		fmt.Fprintf(w, "- %s: extauthz %s + redis %s = %s; null %s; extauthz/null %s; loadgen %s / %s\n",
 			r.s.name, num(ext, "%.1f"), num(red, "%.1f"), num(ext+red, "%.1f"), num(null, "%.1f"),
@@ -82,6 +94,36 @@ func writeReport(w io.Writer, results []*result, m machine, command, rawPath str
 	if len(notes) > 0 {
 		fmt.Fprintf(w, "\nNotes:\n\n%s\n", strings.Join(notes, "\n"))
 	}
+}
+
+// Issue 11 §7's latency target at a fixed 5,000 calls/s: extauthz's p50 within 0.15 ms of the
+// null server's and its p99 within twice the null server's, both measured in the same run.
+const (
+	targetP50DeltaMS = 0.15
+	targetP99Ratio   = 2.0
+)
+
+// latencyVsNull is extauthz's p50 minus the null server's in ms and extauthz's p99 over the
+// null server's, from the rounds' means; NaN when a side was not measured.
+func (r *result) latencyVsNull() (p50DeltaMS, p99Ratio float64) {
+	return (mean(r.real, "p50_us") - mean(r.null, "p50_us")) / 1000, mean(r.real, "p99_us") / mean(r.null, "p99_us")
+}
+
+// latencyVerdict is the line that says whether r met the latency target.
+func latencyVerdict(r *result) string {
+	dp50, p99x := r.latencyVsNull()
+	judge := func(v float64, ok bool) string {
+		switch {
+		case math.IsNaN(v) || math.IsInf(v, 0):
+			return "not measured"
+		case ok:
+			return "met"
+		}
+		return "MISSED"
+	}
+	return fmt.Sprintf("Latency target (issue 11 §7), %s: p50 − null p50 = %s ms (target ≤ %.2f: %s); p99 / null p99 = %s (target ≤ %.1f: %s).",
+		r.s.name, num(dp50, "%+.3f"), targetP50DeltaMS, judge(dp50, dp50 <= targetP50DeltaMS),
+		num(p99x, "%.2f"), targetP99Ratio, judge(p99x, p99x <= targetP99Ratio))
 }
 
 // num formats v, or a dash for a value that was not measured.

@@ -24,9 +24,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/extauthz/extauthz/internal/apikeys"
+	"github.com/extauthz/extauthz/internal/redisconn"
 )
 
 // soakOptions are the -mode soak flags.
@@ -40,13 +41,12 @@ type soakOptions struct {
 	th                 thresholds
 }
 
-// soakPoolSize is the sidecar's Redis pool in the soak's config: go-redis's default on two
-// CPUs, written out so that the connection bound does not depend on the machine.
-const soakPoolSize = 20
-
-// soakPipelineSlots is the sidecar's pipelined decision connections (redis.pipeline_slots),
-// which are not part of the pool.
-const soakPipelineSlots = 1
+// soakRedisConns is what the connection bound allows the sidecar and the harness: the
+// sidecar's Redis client multiplexes every command over one connection and the harness's
+// (seeding, then sampling INFO) over another; the other two are room for a connection being
+// replaced while its successor is up. A leak adds one per redial or per request and soon
+// passes it.
+const soakRedisConns = 4
 
 // soakConns is the number of gRPC connections the load uses, as in the benchmark.
 const soakConns = 4
@@ -79,9 +79,7 @@ func (o *soakOptions) register(fs *flag.FlagSet) {
 	fs.Float64Var(&o.th.growthFloorMiB, "growth-floor-mib", 4, "soak: heap or RSS growth below this many MiB never fails")
 	fs.Float64Var(&o.th.fdGrowth, "max-fd-growth", 10, "soak: open descriptors may grow by this many")
 	fs.Float64Var(&o.th.maxRSSMiB, "max-rss-mib", 64, "soak: the sidecar's RSS must stay under this many MiB in every sample and at its peak (VmHWM)")
-	// The pool, the decisions' pipelined connections, the sampler's connection, and one for
-	// the subscription to keyspace notifications that feeds the local cache.
-	fs.Float64Var(&o.th.maxRedisClients, "max-redis-clients", soakPoolSize+soakPipelineSlots+2, "soak: connected_clients of the private redis-server must stay at or under this (pool size "+strconv.Itoa(soakPoolSize)+", "+strconv.Itoa(soakPipelineSlots)+" pipelined, the sampler, a keyspace subscription)")
+	fs.Float64Var(&o.th.maxRedisClients, "max-redis-clients", soakRedisConns, "soak: connected_clients of the private redis-server must stay at or under this (the sidecar's one multiplexed connection, the harness's one, two being replaced)")
 	fs.Float64Var(&o.th.maxErrorRate, "max-error-rate", 0.01, "soak: share of calls that may fail (an answer of the wrong kind always fails)")
 }
 
@@ -130,7 +128,6 @@ const soakSecret = "soak-secret"
 // its production default (denials logged, sampled by the logger).
 var soakConfig = `
 log: {level: info, format: json}
-redis: {pool_size: ` + strconv.Itoa(soakPoolSize) + `, pipeline_slots: ` + strconv.Itoa(soakPipelineSlots) + `}
 sessions:
   secrets: [` + soakSecret + `]
   subject: userId
@@ -221,14 +218,20 @@ func runSoak(ctx context.Context, o soakOptions, command, out, extauthzBin strin
 	if o.redisNotify != "" {
 		redisArgs = append(redisArgs, "--notify-keyspace-events", o.redisNotify)
 	}
-	rs, err := startRedis(ctx, dir, redisArgs...)
+	rs, err := startTopology(ctx, topoPlain, dir, redisArgs...)
 	if err != nil {
 		return fmt.Errorf("redis-server: %w", err)
 	}
-	procs = append(procs, rs.proc)
+	procs = append(procs, rs.procs()...)
 
+	// One client seeds and then samples INFO; its one connection counts in connected_clients.
+	rc, err := dialRedis(ctx, rs.url())
+	if err != nil {
+		return fmt.Errorf("redis client: %w", err)
+	}
+	defer rc.Close()
 	s.progress("seeding %d sessions and %d API keys", o.keys+soakHotSessions, o.apiKeys)
-	fx, err := seed(ctx, rs.url(), o.keys, o.apiKeys)
+	fx, err := seed(ctx, rc, o.keys, o.apiKeys)
 	if err != nil {
 		return fmt.Errorf("seed: %w", err)
 	}
@@ -253,11 +256,9 @@ func runSoak(ctx context.Context, o soakOptions, command, out, extauthzBin strin
 		return err
 	}
 
-	probe := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(rs.port), PoolSize: 1, MaxIdleConns: 1})
-	defer probe.Close()
 	sm := &sampler{
 		pid: sidecar.pid(), metricsURL: "http://" + addrs.admin + "/metrics",
-		http: &http.Client{Timeout: sampleTimeout}, redis: probe,
+		http: &http.Client{Timeout: sampleTimeout}, redis: rc,
 	}
 	conns, err := dialSoak(ctx, addrs.grpc, soakConns)
 	if err != nil {
@@ -268,8 +269,8 @@ func runSoak(ctx context.Context, o soakOptions, command, out, extauthzBin strin
 
 	fmt.Fprintf(stdout, "## extauthz soak\n\nCommand: `%s`  \nMachine: %s  \nStarted: %s  \nSidecar: %s\n\n",
 		command, m, s.started.Format(time.RFC3339), tree)
-	fmt.Fprintf(stdout, "Load: %.0f calls/s for %v (half ShouldRateLimit, half Check; %d sessions, %d API keys, %d descriptor values), then %d callers closed loop for %v; warm-up %v; Redis pool %d, notify-keyspace-events %q; samples every %v in %s\n\n",
-		o.rate, o.duration, o.keys, o.apiKeys, o.keys, o.burstC, o.burst, o.th.warmup, soakPoolSize, o.redisNotify, o.interval, csvPath)
+	fmt.Fprintf(stdout, "Load: %.0f calls/s for %v (half ShouldRateLimit, half Check; %d sessions, %d API keys, %d descriptor values), then %d callers closed loop for %v; warm-up %v; notify-keyspace-events %q; samples every %v in %s\n\n",
+		o.rate, o.duration, o.keys, o.apiKeys, o.keys, o.burstC, o.burst, o.th.warmup, o.redisNotify, o.interval, csvPath)
 	writeSampleHeader(stdout, s.csv)
 
 	steadyStats, burstStats := &stats{}, &stats{}
@@ -395,17 +396,33 @@ func sleepUntil(ctx context.Context, t time.Time) error {
 	}
 }
 
-// seed writes the sessions, issues the API keys, and returns the load's fixtures.
-func seed(ctx context.Context, redisURL string, keys, nAPIKeys int) (*fixtures, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	opts, err := redis.ParseURL(redisURL)
+// dialRedis builds the harness's client of the private Redis (the sidecar's own client, with
+// caching off) and waits until it is connected: the client connects in the background and
+// fails every call until then.
+func dialRedis(ctx context.Context, url string) (*redisconn.Client, error) {
+	rc, err := redisconn.New(redisconn.Options{URL: url, CacheBytes: -1}, zap.NewNop())
 	if err != nil {
 		return nil, err
 	}
-	opts.PoolSize = 8
-	rdb := redis.NewClient(opts)
-	defer rdb.Close()
+	err = poll(ctx, 15*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		return rc.Ping(ctx)
+	})
+	if err != nil {
+		rc.Close()
+		return nil, err
+	}
+	return rc, nil
+}
+
+// seedParallel is how many seeding calls are in flight at once; the client pipelines them.
+const seedParallel = 8
+
+// seed writes the sessions, issues the API keys, and returns the load's fixtures.
+func seed(ctx context.Context, rc *redisconn.Client, keys, nAPIKeys int) (*fixtures, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
 
 	fx := &fixtures{}
 	session := func(user string) string {
@@ -413,43 +430,23 @@ func seed(ctx context.Context, redisURL string, keys, nAPIKeys int) (*fixtures, 
 	}
 	// Session ids are 32 characters like express-session's, without the '.' that ends one.
 	sid := func(kind string, i int) string { return fmt.Sprintf("soak%s%024d", kind, i) }
-	var batch []string // sid, json pairs
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i := 0; i < len(batch); i += 2 {
-				p.Set(ctx, "sess:"+batch[i], batch[i+1], 24*time.Hour)
-			}
-			return nil
-		})
-		batch = batch[:0]
-		return err
-	}
-	add := func(id, user string) error {
-		batch = append(batch, id, session(user))
-		if len(batch) >= 2000 {
-			return flush()
-		}
-		return nil
-	}
+	var ids, users []string
 	for i := range keys {
 		id := sid("sess", i)
-		if err := add(id, "user-"+strconv.Itoa(i)); err != nil {
-			return nil, err
-		}
+		ids, users = append(ids, id), append(users, "user-"+strconv.Itoa(i))
 		fx.sessions = append(fx.sessions, sessionCookie(soakSecret, id))
 		fx.rlsValues = append(fx.rlsValues, "u"+strconv.Itoa(i))
 	}
 	for i := range soakHotSessions {
 		id := sid("hot", i)
-		if err := add(id, "hot-user-"+strconv.Itoa(i)); err != nil {
-			return nil, err
-		}
+		ids, users = append(ids, id), append(users, "hot-user-"+strconv.Itoa(i))
 		fx.hot = append(fx.hot, sessionCookie(soakSecret, id))
 	}
-	if err := flush(); err != nil {
+	ttl := strconv.Itoa(int((24 * time.Hour).Seconds()))
+	if err := inParallel(len(ids), seedParallel, func(i int) error {
+		_, err := rc.Do(ctx, "SET", []string{"sess:" + ids[i]}, session(users[i]), "EX", ttl)
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	for i := range soakNoSessions {
@@ -459,33 +456,41 @@ func seed(ctx context.Context, redisURL string, keys, nAPIKeys int) (*fixtures, 
 		fx.hotValues = append(fx.hotValues, "h"+strconv.Itoa(i))
 	}
 
-	store, err := apikeys.New(rdb, apikeys.Options{})
+	store, err := apikeys.New(rc, apikeys.Options{})
 	if err != nil {
 		return nil, err
 	}
 	fx.apiKeys = make([]string, nAPIKeys)
-	errs := make([]error, nAPIKeys)
+	if err := inParallel(nAPIKeys, seedParallel, func(i int) error {
+		p := apikeys.CreateParams{Name: "soak", Owner: "service-" + strconv.Itoa(i)}
+		if i%2 == 1 {
+			p.Tier = "pro"
+		}
+		var err error
+		fx.apiKeys[i], _, err = store.Create(ctx, p)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	return fx, fx.validate()
+}
+
+// inParallel calls fn(0) ... fn(n-1) from workers goroutines and returns the errors joined. A
+// worker stops at its first error.
+func inParallel(n, workers int, fn func(i int) error) error {
+	errs := make([]error, workers)
 	var wg sync.WaitGroup
-	const parallel = 8
-	for w := range parallel {
+	for w := range workers {
 		wg.Go(func() {
-			for i := w; i < nAPIKeys; i += parallel {
-				p := apikeys.CreateParams{Name: "soak", Owner: "service-" + strconv.Itoa(i)}
-				if i%2 == 1 {
-					p.Tier = "pro"
-				}
-				fx.apiKeys[i], _, errs[i] = store.Create(ctx, p)
-				if errs[i] != nil {
+			for i := w; i < n; i += workers {
+				if errs[w] = fn(i); errs[w] != nil {
 					return
 				}
 			}
 		})
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return fx, fx.validate()
+	return errors.Join(errs...)
 }
 
 // gitState describes the tree the sidecar is built from: the commit, and the files changed

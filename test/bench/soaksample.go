@@ -11,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // sampler reads the sidecar's and Redis's gauges. Every read is bounded by a short timeout;
@@ -21,7 +19,12 @@ type sampler struct {
 	pid        int
 	metricsURL string
 	http       *http.Client
-	redis      *redis.Client // one connection, counted in connected_clients
+	redis      doer // one connection, counted in connected_clients
+}
+
+// doer runs one Redis command: *redisconn.Client.
+type doer interface {
+	Do(ctx context.Context, name string, keys []string, args ...string) (any, error)
 }
 
 // sampleTimeout bounds each read of a sample.
@@ -138,9 +141,13 @@ func parseGauges(r io.Reader, names ...string) (map[string]float64, error) {
 func (sm *sampler) redisInfo(ctx context.Context, fields ...string) (map[string]float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, sampleTimeout)
 	defer cancel()
-	text, err := sm.redis.Info(ctx, "clients", "memory").Result()
+	r, err := sm.redis.Do(ctx, "INFO", nil, "clients", "memory")
 	if err != nil {
 		return nil, fmt.Errorf("redis INFO: %w", err)
+	}
+	text, ok := r.(string)
+	if !ok {
+		return nil, fmt.Errorf("redis INFO: reply %T, want a string", r)
 	}
 	return parseInfo(text, fields...)
 }

@@ -1,13 +1,15 @@
 package redisconn
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/extauthz/extauthz/internal/redisurl"
 )
 
 // minExpiryInterval is the finest step by which the embedded store's TTLs advance: a key
@@ -22,8 +24,8 @@ type embeddedStore struct {
 }
 
 // newEmbedded starts a miniredis on a loopback port and connects to it over TCP, so that
-// callers run the same client code (scripts, pipelines, deadlines) against it as against a
-// real Redis.
+// callers run the same client code (scripts, transactions, deadlines) against it as against
+// a real Redis. Caching is off: miniredis rejects CLIENT TRACKING.
 func newEmbedded(opts Options, log *zap.Logger) (*Client, error) {
 	if !opts.TLS.isZero() {
 		return nil, errors.New("redisconn: tls options need a rediss:// url, not the embedded store")
@@ -37,18 +39,19 @@ func newEmbedded(opts Options, log *zap.Logger) (*Client, error) {
 
 	// Credentials are not passed on: the embedded store has no users, and a password meant for
 	// a real Redis must not make it fail.
-	ep := endpoint{scheme: "redis", addrs: []string{m.Addr()}}
+	u := redisurl.URL{Topology: redisurl.Single, Addrs: []string{m.Addr()}}
 	log.Warn(EmbeddedWarning, zap.String("addr", m.Addr()))
-	return &Client{
-		rdb:      redis.NewUniversalClient(universalOptions(ep, opts, nil)),
-		timeout:  opts.Timeout,
-		desc:     "embedded in-memory store at " + m.Addr(),
-		embedded: s,
-
-		ep:          ep,
-		dialer:      newDialer(ep, opts.DialTimeout, nil),
-		dialTimeout: opts.DialTimeout,
-	}, nil
+	c := assemble(u, opts, nil, "embedded in-memory store at "+m.Addr(), s, log)
+	// The store is in this process and cannot be down, so connect now: the first call must
+	// not fail with ErrNotReady. A failure here is a bug, not an outage.
+	c.start()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.WaitReady(ctx); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("redisconn: connect to the embedded store: %w", err)
+	}
+	return c, nil
 }
 
 // expire advances every TTL by the wall-clock time elapsed, until close. Left alone, miniredis

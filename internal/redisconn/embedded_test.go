@@ -2,6 +2,8 @@ package redisconn
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"net"
 	"strconv"
@@ -9,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -19,7 +20,7 @@ import (
 
 // windowScript uses every command the project's limiter scripts rely on: TIME as the clock,
 // INCRBY and EXPIRE for the counter, PTTL, SET ... PX and GET.
-var windowScript = redis.NewScript(`
+const windowScript = `
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = redis.call('INCRBY', KEYS[1], ARGV[1])
@@ -29,80 +30,118 @@ end
 local ttl = redis.call('PTTL', KEYS[1])
 redis.call('SET', KEYS[2], now_ms, 'PX', ARGV[3])
 return {n, ttl, now_ms, redis.call('GET', KEYS[2])}
-`)
+`
+
+func sha1Hex(s string) string {
+	sum := sha1.Sum([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+var windowSHA = sha1Hex(windowScript)
 
 // checkScripts is the contract every backend must meet: the same script, run EVALSHA first
-// and EVAL when the server does not know it, gives the same answers.
+// and EVAL when the server does not know it, gives the same answers, in go-redis's types.
 func checkScripts(t *testing.T, c *Client) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	rdb := c.Redis()
-	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+	if _, err := c.Do(ctx, "SCRIPT FLUSH", nil); err != nil {
 		t.Fatalf("SCRIPT FLUSH: %v", err)
 	}
 	keys := []string{"rl:{test}:count", "rl:{test}:seen"}
-
-	for i, run := range []struct {
-		name string
-		do   func() *redis.Cmd
-	}{
-		// Run sends EVALSHA, gets NOSCRIPT on the empty cache, then sends EVAL.
-		{"Run", func() *redis.Cmd { return windowScript.Run(ctx, rdb, keys, 2, 60, 5000) }},
-		// EVAL loaded it above, so a bare EVALSHA must now succeed.
-		{"EvalSha", func() *redis.Cmd { return windowScript.EvalSha(ctx, rdb, keys, 2, 60, 5000) }},
-		{"Eval", func() *redis.Cmd { return windowScript.Eval(ctx, rdb, keys, 2, 60, 5000) }},
-	} {
-		vals, err := run.do().Slice()
+	for i := range 3 {
+		// The first call gets NOSCRIPT on the empty cache and falls back to EVAL, which loads
+		// the script; the others are plain EVALSHAs.
+		v, err := c.Eval(ctx, windowSHA, windowScript, keys, 2, int64(60), uint64(5000))
 		if err != nil {
-			t.Fatalf("%s: %v", run.name, err)
+			t.Fatalf("Eval %d: %v", i, err)
 		}
-		if len(vals) != 4 {
-			t.Fatalf("%s returned %d values %v, want 4", run.name, len(vals), vals)
+		vals, ok := v.([]any)
+		if !ok || len(vals) != 4 {
+			t.Fatalf("Eval %d returned %#v, want 4 values", i, v)
 		}
 		n, ok1 := vals[0].(int64)
 		ttl, ok2 := vals[1].(int64)
 		now, ok3 := vals[2].(int64)
 		seen, ok4 := vals[3].(string)
 		if !ok1 || !ok2 || !ok3 || !ok4 {
-			t.Fatalf("%s returned %#v, want int64, int64, int64, string", run.name, vals)
+			t.Fatalf("Eval %d returned %#v, want int64, int64, int64, string", i, vals)
 		}
 		if want := int64(2 * (i + 1)); n != want {
-			t.Errorf("%s: counter = %d, want %d", run.name, n, want)
+			t.Errorf("Eval %d: counter = %d, want %d", i, n, want)
 		}
 		if ttl <= 0 || ttl > 60_000 {
-			t.Errorf("%s: PTTL = %d, want in (0, 60000]", run.name, ttl)
+			t.Errorf("Eval %d: PTTL = %d, want in (0, 60000]", i, ttl)
 		}
 		if skew := time.Since(time.UnixMilli(now)); skew < -5*time.Second || skew > 5*time.Second {
-			t.Errorf("%s: TIME says %v, %v away from this clock", run.name, time.UnixMilli(now), skew)
+			t.Errorf("Eval %d: TIME says %v, %v away from this clock", i, time.UnixMilli(now), skew)
 		}
 		if seen != strconv.FormatInt(now, 10) {
-			t.Errorf("%s: GET after SET PX = %q, want %d", run.name, seen, now)
+			t.Errorf("Eval %d: GET after SET PX = %q, want %d", i, seen, now)
 		}
 	}
-	if ok, err := rdb.ScriptExists(ctx, windowScript.Hash()).Result(); err != nil || len(ok) != 1 || !ok[0] {
-		t.Errorf("SCRIPT EXISTS = %v (%v), want the script cached", ok, err)
+	if v, err := c.Do(ctx, "SCRIPT EXISTS", nil, windowSHA); err != nil || len(v.([]any)) != 1 || v.([]any)[0] != int64(1) {
+		t.Errorf("SCRIPT EXISTS = %#v (%v), want the script cached", v, err)
+	}
+
+	// Argument formatting: what the scripts receive, byte for byte.
+	echo := "return ARGV"
+	v, err := c.Eval(ctx, sha1Hex(echo), echo, nil, "s", []byte("b"), 7, int64(-8), uint64(9), 0.25, 1e21, true, false)
+	if err != nil {
+		t.Fatalf("Eval echo: %v", err)
+	}
+	want := []any{"s", "b", "7", "-8", "9", "0.25", "1000000000000000000000", "1", "0"}
+	if got, ok := v.([]any); !ok || len(got) != len(want) {
+		t.Errorf("ARGV = %#v, want %#v", v, want)
+	} else {
+		for i := range want {
+			if got[i] != want[i] {
+				t.Errorf("ARGV[%d] = %#v, want %#v", i+1, got[i], want[i])
+			}
+		}
+	}
+	if _, err := c.Eval(ctx, sha1Hex(echo), echo, nil, struct{}{}); err == nil || !strings.Contains(err.Error(), "unsupported type struct {}") {
+		t.Errorf("Eval with a struct argument = %v, want an unsupported type error", err)
+	}
+	// A script's nil is ErrNil; an error reply keeps its prefix.
+	if v, err := c.Eval(ctx, sha1Hex("return nil"), "return nil", nil); !errors.Is(err, ErrNil) {
+		t.Errorf("Eval of nil = %#v, %v, want ErrNil", v, err)
+	}
+	if _, err := c.Do(ctx, "SET", []string{"str"}, "x"); err != nil {
+		t.Fatalf("SET: %v", err)
+	}
+	if _, err := c.HGetAll(ctx, "str"); !HasErrorPrefix(err, "WRONGTYPE") {
+		t.Errorf("HGETALL of a string = %v, want WRONGTYPE", err)
 	}
 
 	// TTLs must run on the wall clock: a rate-limit window that never closes is an outage.
-	if err := rdb.Set(ctx, "short", "x", 50*time.Millisecond).Err(); err != nil {
+	if _, err := c.Do(ctx, "SET", []string{"short"}, "x", "PX", "50"); err != nil {
 		t.Fatalf("SET PX: %v", err)
 	}
-	if err := rdb.Set(ctx, "long", "x", 10*time.Second).Err(); err != nil {
+	if _, err := c.Do(ctx, "SET", []string{"long"}, "x", "PX", "10000"); err != nil {
 		t.Fatalf("SET PX: %v", err)
 	}
-	time.Sleep(250 * time.Millisecond)
-	if got, err := rdb.Get(ctx, "short").Result(); !errors.Is(err, redis.Nil) {
-		t.Errorf("GET 250ms after SET PX 50 = %q (%v), want the key expired", got, err)
+	// Polled rather than slept: on a loaded box the expiry goroutine may run late, and what
+	// matters is that TTLs move at all.
+	set := time.Now()
+	for {
+		_, err := c.Get(ctx, "short")
+		if errors.Is(err, ErrNil) {
+			break
+		}
+		if time.Since(set) > 2*time.Second {
+			t.Fatalf("GET 2s after SET PX 50 = %v, want the key expired", err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	if ttl, err := rdb.PTTL(ctx, "long").Result(); err != nil || ttl > 9850*time.Millisecond || ttl <= 0 {
-		t.Errorf("PTTL 250ms after SET PX 10000 = %v (%v), want it counting down", ttl, err)
+	if ttl, err := c.Do(ctx, "PTTL", []string{"long"}); err != nil || ttl.(int64) >= 10000 || ttl.(int64) <= 0 {
+		t.Errorf("PTTL after SET PX 10000 and an expiry = %v (%v), want it counting down", ttl, err)
 	}
 }
 
 func TestScriptsOnRedisServer(t *testing.T) {
 	s := redistest.Start(t)
-	checkScripts(t, newClient(t, Options{URL: s.URL(), Timeout: time.Second}))
+	checkScripts(t, readyClient(t, Options{URL: s.URL(), Timeout: time.Second}))
 }
 
 func TestEmbedded(t *testing.T) {
@@ -113,8 +152,8 @@ func TestEmbedded(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 
-	if !c.Embedded() {
-		t.Error("Embedded() = false with an empty URL")
+	if !c.Embedded() || c.Cluster() {
+		t.Errorf("Embedded() = %v, Cluster() = %v with an empty URL, want true, false", c.Embedded(), c.Cluster())
 	}
 	if got := logs.FilterMessage(EmbeddedWarning).Len(); got != 1 {
 		t.Errorf("logged the embedded warning %d times, want once; logs: %v", got, logs.All())
@@ -122,10 +161,26 @@ func TestEmbedded(t *testing.T) {
 	if d := c.Describe(); !strings.HasPrefix(d, "embedded in-memory store at 127.0.0.1:") {
 		t.Errorf("Describe() = %q", d)
 	}
+	// Ready from the start: the store is in-process, and a first call must not fail.
+	if !c.Ready() {
+		t.Error("Ready() = false right after New")
+	}
 	if err := c.Ping(context.Background()); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
 	checkScripts(t, c)
+
+	// No cache on the embedded store (miniredis has no CLIENT TRACKING): every read goes
+	// to the store and says so.
+	ctx := ctxFor(t)
+	for range 2 {
+		if v, hit, err := c.GetCached(ctx, "long", time.Minute); err != nil || hit || v != "x" {
+			t.Errorf("GetCached = %q, %v, %v, want x from the store", v, hit, err)
+		}
+	}
+	if _, err := c.Tx(ctx, []Cmd{{Name: "SET", Keys: []string{"a"}, Args: []string{"1"}}, {Name: "INCR", Keys: []string{"a"}}}); err != nil {
+		t.Errorf("Tx: %v", err)
+	}
 
 	addr := strings.TrimPrefix(c.Describe(), "embedded in-memory store at ")
 	if err := c.Close(); err != nil {
@@ -138,6 +193,9 @@ func TestEmbedded(t *testing.T) {
 		conn.Close()
 		t.Errorf("the embedded store still accepts connections on %s after Close", addr)
 	}
+	if _, err := c.Get(context.Background(), "a"); err == nil {
+		t.Error("Get after Close succeeded")
+	}
 }
 
 // TestEmbeddedScales guards the expiry design: advancing TTLs visits every key, so it must
@@ -147,17 +205,14 @@ func TestEmbeddedScales(t *testing.T) {
 	const keys = 20000
 	c := newClient(t, Options{Timeout: 10 * time.Second})
 	ctx := context.Background()
-	pipe := c.Redis().Pipeline()
-	for i := range keys {
-		pipe.Set(ctx, "rl:{p:"+strconv.Itoa(i)+"}:w", "1", time.Hour)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	fill := `for i = 1, tonumber(ARGV[1]) do redis.call('SET', 'rl:{p:' .. i .. '}:w', '1', 'EX', 3600) end return 1`
+	if _, err := c.Eval(ctx, sha1Hex(fill), fill, nil, keys); err != nil {
 		t.Fatalf("SET %d keys: %v", keys, err)
 	}
 	const calls = 200
 	start := time.Now()
 	for range calls {
-		if err := c.Redis().Incr(ctx, "hits").Err(); err != nil {
+		if _, err := c.Do(ctx, "INCR", []string{"hits"}); err != nil {
 			t.Fatalf("INCR: %v", err)
 		}
 	}
@@ -173,10 +228,10 @@ func TestEmbeddedStoresAreSeparate(t *testing.T) {
 	a := newClient(t, Options{Timeout: time.Second})
 	b := newClient(t, Options{Timeout: time.Second})
 	ctx := context.Background()
-	if err := a.Redis().Set(ctx, "k", "a", 0).Err(); err != nil {
+	if _, err := a.Do(ctx, "SET", []string{"k"}, "a"); err != nil {
 		t.Fatalf("SET: %v", err)
 	}
-	if got, err := b.Redis().Get(ctx, "k").Result(); !errors.Is(err, redis.Nil) {
+	if got, err := b.Get(ctx, "k"); !errors.Is(err, ErrNil) {
 		t.Errorf("second store holds %q (%v), want nothing", got, err)
 	}
 }

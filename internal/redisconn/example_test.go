@@ -13,7 +13,7 @@ import (
 // With no URL, New starts the embedded in-memory store; with one, the same code talks to Redis.
 func ExampleNew() {
 	c, err := redisconn.New(redisconn.Options{
-		URL:     "",          // for example redis://redis:6379/0 or rediss://...
+		URL:     "",          // for example redis://redis:6379/0, redis-cluster://n1,n2,n3 or rediss://...
 		Timeout: time.Second, // generous for an example; production wants tens of milliseconds
 	}, zap.NewNop())
 	if err != nil {
@@ -22,10 +22,8 @@ func ExampleNew() {
 	}
 	defer c.Close()
 
-	// Every call runs under the per-call deadline.
-	ctx, cancel := c.WithTimeout(context.Background())
-	defer cancel()
-	n, err := c.Redis().Incr(ctx, "hits").Result()
+	// Every call runs under the per-call deadline when ctx has none of its own.
+	n, err := c.Do(context.Background(), "INCR", []string{"hits"})
 	if err != nil {
 		fmt.Println(err)
 		return

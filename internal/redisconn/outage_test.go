@@ -3,118 +3,119 @@ package redisconn
 import (
 	"context"
 	"errors"
-	"net"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/extauthz/extauthz/internal/redistest"
 )
 
-// timeoutKind says which kind of timeout err is, for the test log.
-func timeoutKind(err error) string {
-	var ne net.Error
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return "context.DeadlineExceeded"
-	case errors.As(err, &ne) && ne.Timeout():
-		return "net.Error timeout"
-	default:
-		return ""
-	}
-}
-
-func TestDeadlineOnSlowServer(t *testing.T) {
-	const timeout = 50 * time.Millisecond
-	const slack = 150 * time.Millisecond
+// TestDeadlineOnStoppedServer: a server that stops answering (SIGSTOP: the socket stays
+// open, nothing comes back) costs each caller its own deadline and no more, on every method,
+// with callers pipelining on the one connection as the sidecar's do.
+func TestDeadlineOnStoppedServer(t *testing.T) {
+	const timeout = 25 * time.Millisecond
 	s := redistest.Start(t)
-	c := newClient(t, Options{URL: s.URL(), Timeout: timeout})
-	// A pooled connection first, so that the pause hits a command and not the handshake.
+	c := readyClient(t, Options{URL: s.URL(), Timeout: timeout})
 	if err := c.Ping(context.Background()); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
-
-	tests := []struct {
-		name string
-		ctx  func() (context.Context, context.CancelFunc)
-		want time.Duration
-	}{
-		{
-			name: "per-call timeout",
-			ctx:  func() (context.Context, context.CancelFunc) { return c.WithTimeout(context.Background()) },
-			want: timeout,
+	calls := map[string]func(ctx context.Context) error{
+		"Eval": func(ctx context.Context) error {
+			_, err := c.Eval(ctx, windowSHA, windowScript, []string{"{d}a", "{d}b"}, 1, 60, 1000)
+			return err
 		},
-		{
-			name: "earlier caller deadline wins",
-			ctx: func() (context.Context, context.CancelFunc) {
-				return context.WithTimeout(context.Background(), 10*time.Millisecond)
-			},
-			want: 10 * time.Millisecond,
+		"Get":     func(ctx context.Context) error { _, err := c.Get(ctx, "k"); return err },
+		"HGetAll": func(ctx context.Context) error { _, err := c.HGetAll(ctx, "h"); return err },
+		"Expire":  func(ctx context.Context) error { return c.Expire(ctx, "k", time.Minute) },
+		"GetCached": func(ctx context.Context) error {
+			_, _, err := c.GetCached(ctx, "cached", time.Minute)
+			return err
 		},
-		{
-			// Without a deadline on ctx, ReadTimeout (= Timeout) still bounds the call.
-			name: "no deadline on ctx",
-			ctx:  func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) },
-			want: timeout,
+		"Do": func(ctx context.Context) error { _, err := c.Do(ctx, "INCR", []string{"n"}); return err },
+		"Tx": func(ctx context.Context) error {
+			_, err := c.Tx(ctx, []Cmd{{Name: "INCR", Keys: []string{"n"}}})
+			return err
 		},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			// CLIENT PAUSE holds every client's commands, the way a Redis stuck in a slow
-			// script or a fork stall does, while the socket stays open.
-			if _, err := s.Do(context.Background(), "CLIENT", "PAUSE", "500", "ALL"); err != nil {
-				t.Fatalf("CLIENT PAUSE: %v", err)
+	s.Pause()
+	resumed := false
+	defer func() {
+		if !resumed {
+			s.Resume()
+		}
+	}()
+
+	const workers, each = 8, 6
+	var mu sync.Mutex
+	var lat []time.Duration
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				for name, call := range calls {
+					// Half the calls carry the caller's deadline, half rely on Timeout.
+					ctx, cancel := context.Background(), context.CancelFunc(func() {})
+					if (w+i)%2 == 0 {
+						ctx, cancel = c.WithTimeout(ctx)
+					}
+					start := time.Now()
+					err := call(ctx)
+					d := time.Since(start)
+					cancel()
+					if !IsTimeout(err) {
+						t.Errorf("%s on a stopped server = %v, want a timeout", name, err)
+					}
+					mu.Lock()
+					lat = append(lat, d)
+					mu.Unlock()
+				}
 			}
-			ctx, cancel := tt.ctx()
-			defer cancel()
-			start := time.Now()
-			err := c.Redis().Get(ctx, "k").Err()
-			elapsed := time.Since(start)
-			if err == nil {
-				t.Fatal("GET succeeded on a paused server")
-			}
-			if elapsed > tt.want+slack {
-				t.Errorf("GET took %v, want at most %v + %v", elapsed, tt.want, slack)
-			}
-			if !IsTimeout(err) {
-				t.Errorf("IsTimeout(%q) = false, want true", err)
-			}
-			t.Logf("GET failed after %v with %s: %v", elapsed.Round(time.Millisecond), timeoutKind(err), err)
-			// Under PAUSE ALL this PING waits for the pause to end, so that the next case
-			// starts on a server that answers again.
-			if _, err := s.Do(context.Background(), "PING"); err != nil {
-				t.Fatalf("PING after the pause: %v", err)
-			}
-		})
+		}()
+	}
+	wg.Wait()
+	slices.Sort(lat)
+	p50, p99, worst := lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
+	t.Logf("%d calls with a %v deadline against a stopped server: p50 %v, p99 %v, max %v",
+		len(lat), timeout, p50.Round(100*time.Microsecond), p99.Round(100*time.Microsecond), worst.Round(100*time.Microsecond))
+	// Under -race on a busy 2-core box the scheduler alone adds tens of milliseconds now and
+	// then (REPORT.md, (a)); a breach the client causes is a redial wait of 0.1–1 s.
+	if worst > 100*time.Millisecond {
+		t.Errorf("slowest call took %v, want under 100ms for a %v deadline", worst, timeout)
 	}
 
-	// The timed-out connections were dropped, not returned with a reply still in flight: the
-	// next call reads its own reply.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	s.Resume()
+	resumed = true
+	// The connection stayed open (AlwaysPipelining): once the server runs again, so do calls,
+	// each reading its own reply.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := c.Redis().Set(ctx, "after", "pause", 0).Err(); err != nil {
+	if _, err := c.Do(ctx, "SET", []string{"after"}, "pause"); err != nil {
 		t.Fatalf("SET after the pause: %v", err)
 	}
-	if got, err := c.Redis().Get(ctx, "after").Result(); err != nil || got != "pause" {
+	if got, err := c.Get(ctx, "after"); err != nil || got != "pause" {
 		t.Errorf("GET after the pause = %q (%v), want %q", got, err, "pause")
 	}
 }
 
+// TestServerDownThenUp: a server that goes away fails calls fast and not as timeouts, and the
+// same Client recovers when it comes back.
 func TestServerDownThenUp(t *testing.T) {
 	s := redistest.Start(t)
-	c := newClient(t, Options{URL: s.URL(), Timeout: 100 * time.Millisecond, DialTimeout: 200 * time.Millisecond})
+	c := readyClient(t, Options{URL: s.URL(), Timeout: 100 * time.Millisecond, DialTimeout: 200 * time.Millisecond})
 	if err := c.Ping(context.Background()); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
 
 	s.Stop()
-	// Many calls during the outage, as a loaded sidecar makes them: each must fail fast, and
-	// together they trip go-redis's dial back-off, which recovery below must get past.
+	var slowest time.Duration
 	for i := range 50 {
 		start := time.Now()
 		err := c.Ping(context.Background())
-		if elapsed := time.Since(start); elapsed > time.Second {
-			t.Fatalf("Ping %d with the server down took %v, want under 1s", i, elapsed)
-		}
+		slowest = max(slowest, time.Since(start))
 		if err == nil {
 			t.Fatalf("Ping %d succeeded with the server down", i)
 		}
@@ -124,6 +125,15 @@ func TestServerDownThenUp(t *testing.T) {
 		if i == 0 {
 			t.Logf("server down: %v", err)
 		}
+	}
+	t.Logf("slowest of 50 Pings with the server down: %v", slowest.Round(100*time.Microsecond))
+	// The deadline plus what a loaded box under -race adds: the point is that nothing waits
+	// for a dial timeout or a retry loop.
+	if slowest > 250*time.Millisecond {
+		t.Errorf("a Ping with the server down took %v, want about the 100ms deadline at most", slowest)
+	}
+	if c.Ready() {
+		t.Error("Ready() = true while the connection is refused")
 	}
 
 	s.Restart()
@@ -137,7 +147,50 @@ func TestServerDownThenUp(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the same Client still fails 5s after the server came back: %v", err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 	t.Logf("the same Client recovered %v after the restart", time.Since(start).Round(time.Millisecond))
+	if !c.Ready() {
+		t.Error("Ready() = false after a successful Ping")
+	}
+}
+
+// TestStartsBeforeRedis: a sidecar that starts before its Redis gets ErrNotReady at once, and
+// the same Client works once Redis is there.
+func TestStartsBeforeRedis(t *testing.T) {
+	port := redistest.FreePort(t)
+	c := newClient(t, Options{URL: "redis://127.0.0.1:" + itoa(port) + "/0", Timeout: time.Second, DialTimeout: 200 * time.Millisecond})
+	for range 10 {
+		start := time.Now()
+		_, err := c.Get(context.Background(), "k")
+		if d := time.Since(start); d > 10*time.Millisecond {
+			t.Errorf("Get with no Redis took %v, want at once", d)
+		}
+		if !errors.Is(err, ErrNotReady) {
+			t.Fatalf("Get with no Redis = %v, want ErrNotReady", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if c.Ready() {
+		t.Error("Ready() = true with no Redis")
+	}
+	s := redistest.StartOn(t, port)
+	up := time.Now()
+	for {
+		_, err := c.Get(context.Background(), "k")
+		if errors.Is(err, ErrNil) {
+			break
+		}
+		if time.Since(up) > 5*time.Second {
+			t.Fatalf("Get 5s after Redis started = %v, want ErrNil", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("calls succeed %v after Redis started", time.Since(up).Round(time.Millisecond))
+	if !c.Ready() {
+		t.Error("Ready() = false once calls succeed")
+	}
+	if got, err := s.Do(context.Background(), "PING"); err != nil || got != "+PONG" {
+		t.Errorf("PING = %q, %v", got, err)
+	}
 }

@@ -8,25 +8,17 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/redis/rueidis"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/extauthz/extauthz/internal/redistest"
 )
 
-// newClient builds a Client that is closed when the test ends.
-// newPipe returns c's Pipe, closed at the end of the test (before c, whose cleanup ran
-// earlier registered).
-func newPipe(t *testing.T, c *Client, opts PipeOptions) *Pipe {
-	t.Helper()
-	p := c.NewPipe(opts)
-	t.Cleanup(func() { _ = p.Close() })
-	return p
-}
-
+// newClient builds a Client that is closed when the test ends. It does not wait for Redis.
 func newClient(t *testing.T, opts Options) *Client {
 	t.Helper()
 	c, err := New(opts, zaptest.NewLogger(t))
@@ -34,6 +26,18 @@ func newClient(t *testing.T, opts Options) *Client {
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// readyClient is newClient plus WaitReady, for tests about calls rather than connecting.
+func readyClient(t *testing.T, opts Options) *Client {
+	t.Helper()
+	c := newClient(t, opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.WaitReady(ctx); err != nil {
+		t.Fatalf("WaitReady: %v", err)
+	}
 	return c
 }
 
@@ -56,15 +60,28 @@ func startWithPassword(t *testing.T, setup ...string) *redistest.Server {
 	return s
 }
 
-// peek reads key from database db of the server at addr with a client that is not the one
-// under test.
+// peek reads key from database db of the server at addr with a plain rueidis client, not the
+// one under test.
 func peek(t *testing.T, addr string, db int, key string) (string, error) {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: addr, DB: db, Password: "s3cret", MaxRetries: -1})
-	defer rdb.Close()
+	rc, err := rueidis.NewClient(rueidis.ClientOption{
+		InitAddress: []string{addr}, SelectDB: db, Password: "s3cret",
+		ForceSingleClient: true, DisableCache: true, ClientSetInfo: []string{},
+	})
+	if err != nil {
+		t.Fatalf("peek client: %v", err)
+	}
+	defer rc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	return rdb.Get(ctx, key).Result()
+	return rc.Do(ctx, rc.B().Get().Key(key).Build()).ToString()
+}
+
+// ctxFor is a context with a generous deadline for a setup or check call.
+func ctxFor(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	t.Cleanup(cancel)
+	return ctx
 }
 
 func TestURLVariants(t *testing.T) {
@@ -128,57 +145,29 @@ func TestURLVariants(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			opts, addr := tt.start(t)
 			opts.Timeout = time.Second
-			c := newClient(t, opts)
-			ctx := context.Background()
+			c := readyClient(t, opts)
+			ctx := ctxFor(t)
 			if err := c.Ping(ctx); err != nil {
 				t.Fatalf("Ping: %v", err)
 			}
-			cctx, cancel := c.WithTimeout(ctx)
-			defer cancel()
-			if err := c.Redis().Set(cctx, "variant", tt.name, 0).Err(); err != nil {
+			if !c.Ready() {
+				t.Error("Ready() = false after a successful Ping")
+			}
+			if _, err := c.Do(ctx, "SET", []string{"variant"}, tt.name); err != nil {
 				t.Fatalf("SET: %v", err)
 			}
 			if got, err := peek(t, addr, tt.db, "variant"); err != nil || got != tt.name {
 				t.Errorf("db %d holds %q (%v), want %q", tt.db, got, err, tt.name)
 			}
-			// The hot path's Pipe dials on its own: same server, database and user.
-			p := newPipe(t, c, PipeOptions{})
-			if err := p.Eval(cctx, "return redis.call('SET', KEYS[1], ARGV[1])", []string{"pipe-variant"}, tt.name).Err(); err != nil {
-				t.Fatalf("Pipe EVAL SET: %v", err)
-			}
-			if got, err := peek(t, addr, tt.db, "pipe-variant"); err != nil || got != tt.name {
-				t.Errorf("Pipe: db %d holds %q (%v), want %q", tt.db, got, err, tt.name)
-			}
 			if tt.db != 0 {
-				if got, err := peek(t, addr, 0, "pipe-variant"); !errors.Is(err, redis.Nil) {
-					t.Errorf("Pipe: db 0 holds %q (%v), want nothing: the write went to the wrong db", got, err)
-				}
-				if got, err := peek(t, addr, 0, "variant"); !errors.Is(err, redis.Nil) {
+				if got, err := peek(t, addr, 0, "variant"); !rueidis.IsRedisNil(err) {
 					t.Errorf("db 0 holds %q (%v), want nothing: the write went to the wrong db", got, err)
 				}
 			}
 			if tt.whoami != "" {
-				got, err := c.Redis().Do(cctx, "ACL", "WHOAMI").Text()
+				got, err := c.Do(ctx, "ACL WHOAMI", nil)
 				if err != nil || got != tt.whoami {
-					t.Errorf("ACL WHOAMI = %q (%v), want %q", got, err, tt.whoami)
-				}
-				// Scripts may not run ACL WHOAMI: find the Pipe's connection, the one whose
-				// last command was the EVAL above, in CLIENT LIST.
-				list, err := c.Redis().ClientList(cctx).Result()
-				if err != nil {
-					t.Fatalf("CLIENT LIST: %v", err)
-				}
-				found := false
-				for _, line := range strings.Split(list, "\n") {
-					if strings.Contains(line, " cmd=eval") {
-						found = true
-						if !strings.Contains(line, " user="+tt.whoami+" ") {
-							t.Errorf("Pipe connection %q is not authenticated as %s", line, tt.whoami)
-						}
-					}
-				}
-				if !found {
-					t.Errorf("no connection ran EVAL in CLIENT LIST:\n%s", list)
+					t.Errorf("ACL WHOAMI = %v (%v), want %q", got, err, tt.whoami)
 				}
 			}
 			if d := c.Describe(); strings.Contains(d, "s3cret") || strings.Contains(d, "alice") || strings.Contains(d, "nope") {
@@ -202,27 +191,42 @@ func TestAuthErrorsHideThePassword(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var reasons []string
 			tt.opts.Timeout = time.Second
+			tt.opts.OnConnFailure = func(reason string) {
+				mu.Lock()
+				defer mu.Unlock()
+				reasons = append(reasons, reason)
+			}
 			c := newClient(t, tt.opts)
-			ctx, cancel := c.WithTimeout(context.Background())
-			defer cancel()
-			err := c.Ping(ctx)
-			if err == nil {
-				t.Fatal("Ping succeeded, want an authentication error")
+			// The first call starts connecting and fails at once; the handshake's error shows
+			// up in the calls after it.
+			var err error
+			for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if err = c.Ping(context.Background()); err != nil && strings.Contains(err.Error(), tt.want) {
+					break
+				}
 			}
-			if !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("Ping error = %q, want it to say %s", err, tt.want)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Ping error = %v, want it to say %s", err, tt.want)
 			}
-			// The command path and the Pipe report the same error; none may carry a password.
-			err2 := c.Redis().Get(ctx, "k").Err()
-			err3 := newPipe(t, c, PipeOptions{}).Get(ctx, "k").Err()
-			if err3 == nil || !strings.Contains(err3.Error(), tt.want) {
-				t.Errorf("Pipe GET error = %v, want it to say %s", err3, tt.want)
+			if !errors.Is(err, ErrNotReady) {
+				t.Errorf("Ping error = %v, want it to wrap ErrNotReady", err)
 			}
-			for _, e := range []error{err, err2, err3} {
+			_, err2 := c.Get(context.Background(), "k")
+			for _, e := range []error{err, err2} {
 				if e != nil && (strings.Contains(e.Error(), "hunter2") || strings.Contains(e.Error(), "s3cret")) {
 					t.Errorf("error %q repeats a password", e)
 				}
+			}
+			if c.Ready() {
+				t.Error("Ready() = true with a failing handshake")
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(reasons) == 0 || reasons[0] != "auth" {
+				t.Errorf("OnConnFailure reasons = %v, want auth", reasons)
 			}
 			t.Logf("error: %v", err)
 		})
@@ -237,13 +241,13 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}{
 		{"bad scheme", Options{URL: "http://:s3cret@127.0.0.1:6379"}, "not supported"},
 		{"bad port", Options{URL: "redis://:s3cret@127.0.0.1:99999/0"}, "not in 1-65535"},
-		{"sentinel not yet", Options{URL: "rediss-sentinel://:s3cret@s1:26379,s2/mymaster/0?sentinel_password=s3cret"},
-			"rediss-sentinel:// is parsed but the decision client does not support it yet (issue 11)"},
-		{"cluster not yet", Options{URL: "redis-cluster://:s3cret@n1:6379,n2:6379"},
-			"redis-cluster:// is parsed but the decision client does not support it yet (issue 11)"},
+		{"sentinel without master", Options{URL: "redis-sentinel://:s3cret@s1:26379?sentinel_password=s3cret"}, "no master name"},
+		{"cluster with a db", Options{URL: "redis-cluster://:s3cret@n1:6379/2"}, "database 0 only"},
 		{"negative timeout", Options{URL: "redis://127.0.0.1:6379/0", Timeout: -1}, "timeout must not be negative"},
 		{"negative pool", Options{URL: "redis://127.0.0.1:6379/0", PoolSize: -1, MinIdleConns: -1}, "pool size must not be negative"},
+		{"negative max in flight", Options{URL: "redis://127.0.0.1:6379/0", MaxInFlight: -1}, "max in flight must not be negative"},
 		{"tls without rediss", Options{URL: "redis://127.0.0.1:6379/0", TLS: TLSOptions{CAFile: "ca.pem"}}, "need a rediss:// url"},
+		{"tls without rediss cluster", Options{URL: "redis-cluster://127.0.0.1:6379", TLS: TLSOptions{CAFile: "ca.pem"}}, "not redis-cluster://"},
 		{"tls with embedded", Options{TLS: TLSOptions{InsecureSkipVerify: true}}, "need a rediss:// url"},
 	}
 	for _, tt := range tests {
@@ -261,30 +265,53 @@ func TestNewRejectsBadOptions(t *testing.T) {
 }
 
 func TestNewDoesNoNetworkIO(t *testing.T) {
-	// Nothing listens on this port: New must still succeed at once, even when asked to keep
-	// idle connections, and Ping must say what is wrong.
+	// Nothing listens on this port: New must still succeed at once, and every call until a
+	// connection exists must fail at once with ErrNotReady, saying why.
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(redistest.FreePort(t)))
+	var refusals sync.WaitGroup
+	refusals.Add(1)
+	var once sync.Once
 	start := time.Now()
-	c := newClient(t, Options{URL: "redis://:s3cret@" + addr + "/0", Timeout: 200 * time.Millisecond, MinIdleConns: 4})
+	c := newClient(t, Options{
+		URL: "redis://:s3cret@" + addr + "/0", Timeout: 200 * time.Millisecond, MinIdleConns: 4,
+		OnConnFailure: func(reason string) {
+			if reason == "refused" {
+				once.Do(refusals.Done)
+			}
+		},
+	})
 	if elapsed := time.Since(start); elapsed > 100*time.Millisecond {
 		t.Errorf("New took %v, want no waiting on the network", elapsed)
 	}
-	err := c.Ping(context.Background())
-	if err == nil {
-		t.Fatal("Ping succeeded with no server")
+	for i := range 20 {
+		start := time.Now()
+		err := c.Ping(context.Background())
+		if elapsed := time.Since(start); elapsed > 10*time.Millisecond {
+			t.Errorf("Ping %d took %v with Redis down, want it at once", i, elapsed)
+		}
+		if !errors.Is(err, ErrNotReady) || IsTimeout(err) {
+			t.Fatalf("Ping = %v, want ErrNotReady, not a timeout", err)
+		}
+		if strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), addr) {
+			t.Errorf("Ping error = %q, want the address and no password", err)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	if !strings.Contains(err.Error(), addr) || strings.Contains(err.Error(), "s3cret") {
-		t.Errorf("Ping error = %q, want the address and no password", err)
+	refusals.Wait()
+	if _, err := c.Eval(context.Background(), "0", "return 1", nil); !errors.Is(err, ErrNotReady) {
+		t.Errorf("Eval = %v, want ErrNotReady", err)
+	}
+	if c.Ready() {
+		t.Error("Ready() = true with Redis down")
 	}
 }
 
-// TestHandshake pins the go-redis options that keep new connections cheap: RESP2, and no
-// CLIENT SETINFO or CLIENT MAINT_NOTIFICATIONS round trips (which redis-server 7.0 would answer
-// with errors, counted in total_error_replies).
+// TestHandshake pins what a new connection costs Redis: HELLO (with AUTH in it) and CLIENT
+// TRACKING for the cache, and nothing Redis 7.0 answers with an error (CLIENT SETINFO).
 func TestHandshake(t *testing.T) {
 	s := redistest.Start(t)
-	c := newClient(t, Options{URL: s.URL(), Timeout: time.Second})
-	if err := c.Ping(context.Background()); err != nil {
+	c := readyClient(t, Options{URL: s.URL(), Timeout: time.Second})
+	if err := c.Ping(ctxFor(t)); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
 	ctx := context.Background()
@@ -292,24 +319,26 @@ func TestHandshake(t *testing.T) {
 	if err != nil {
 		t.Fatalf("INFO commandstats: %v", err)
 	}
+	var ran []string
 	for _, line := range strings.Split(stats, "\n") {
 		name, _, ok := strings.Cut(strings.TrimPrefix(line, "cmdstat_"), ":")
 		if !ok || !strings.HasPrefix(line, "cmdstat_") {
 			continue
 		}
+		ran = append(ran, name)
 		switch name {
-		case "hello", "ping", "info": // The handshake, the calls above, and this INFO.
+		case "hello", "client|tracking", "ping", "info": // The handshake, the calls above, and this INFO.
 		default:
-			t.Errorf("the server ran %s: want only HELLO and PING from a new connection", name)
+			t.Errorf("the server ran %s: want only HELLO and CLIENT TRACKING from a new connection", name)
 		}
 	}
+	t.Logf("commands: %v", ran)
 	if info, err := s.Do(ctx, "INFO", "stats"); err != nil || !strings.Contains(info, "total_error_replies:0\r") {
 		t.Errorf("INFO stats shows error replies (%v):\n%s", err, info)
 	}
-	cctx, cancel := c.WithTimeout(ctx)
-	defer cancel()
-	if info, err := c.Redis().Do(cctx, "CLIENT", "INFO").Text(); err != nil || !slices.Contains(strings.Fields(info), "resp=2") {
-		t.Errorf("CLIENT INFO = %q (%v), want resp=2", info, err)
+	info, err := c.Do(ctxFor(t), "CLIENT INFO", nil)
+	if s, _ := info.(string); err != nil || !strings.HasPrefix(s, "id=") || !slices.Contains(strings.Fields(s), "resp=3") {
+		t.Errorf("CLIENT INFO = %q (%v), want resp=3: tracking needs RESP3", info, err)
 	}
 }
 
@@ -343,3 +372,5 @@ func TestWithTimeout(t *testing.T) {
 		}
 	})
 }
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,25 +1,66 @@
 package apikeys
 
-import "github.com/extauthz/extauthz/internal/localcache"
+import (
+	"context"
+	"fmt"
+	"time"
+)
 
-// CacheOptions turns on the local record cache: records, and hashes of keys never issued, are
-// kept in memory so that a request with a cached key makes no Redis call. The cache serves
-// entries only while it is active (see Store.Invalidation): whoever activates it promises to
-// invalidate every change of a record key, as the keyspace watcher does, so that a revoke is
-// seen at once. Each entry lives at most TTL, which bounds the staleness if a change is ever
-// missed. A key's expiry is checked on every hit, against the cached record.
+// CacheOptions turns on client-side caching of record reads: Lookup reads the record with
+// Redis.HGetAllCached instead of HGetAll, so that a key looked up recently (or a well-formed
+// key never issued) is answered from this process's memory without a round trip.
 //
-// Observe hears every lookup's result (see localcache.Options).
-type CacheOptions = localcache.Options
+// The cache is the Redis client's (RESP3 CLIENT TRACKING, see redisconn.Client.HGetAllCached),
+// not this package's: Redis itself tells the client when a cached record changes, on every
+// topology and with no server configuration, so a revoke (Revoke's HSET, from the CLI or any
+// other process) invalidates the entry before the next read. Expiry needs no invalidation: it
+// is judged against the record on every Lookup.
+type CacheOptions struct {
+	// TTL bounds how long an entry is served locally. The invalidation is what keeps entries
+	// fresh; TTL bounds the damage if one were ever lost. It must be positive.
+	TTL time.Duration
+	// Observe, when set, hears every cached read's result, with the words of the cache
+	// metrics: "hit" (a record from the cache), "negative_hit" (a key never issued, from the
+	// cache) and "miss" (the read went to Redis, whether or not it then failed). It is called
+	// only for well-formed keys, on the request's goroutine: keep it cheap.
+	Observe func(result string)
+}
 
-// Invalidation returns the cache's invalidation side, keyed by the record key minus the
-// prefix (the key's hash), or nil when the cache is off. The cache starts inactive.
-func (s *Store) Invalidation() interface {
-	Invalidate(hash string)
-	SetActive(on bool)
-} {
-	if s.cache == nil {
-		return nil
+// The cache results Observe hears.
+const (
+	cacheHit         = "hit"
+	cacheNegativeHit = "negative_hit"
+	cacheMiss        = "miss"
+)
+
+func checkCache(c *CacheOptions) error {
+	if c != nil && c.TTL <= 0 {
+		return fmt.Errorf("apikeys: cache TTL %v is not positive", c.TTL)
 	}
-	return s.cache
+	return nil
+}
+
+// readRecord is HGETALL of a record key, through the client-side cache when it is on. A
+// missing record is an empty map.
+func (s *Store) readRecord(ctx context.Context, key string) (map[string]string, error) {
+	c := s.cache
+	if c == nil {
+		return s.rdb.HGetAll(ctx, key)
+	}
+	m, hit, err := s.rdb.HGetAllCached(ctx, key, c.TTL)
+	if c.Observe != nil {
+		c.Observe(cacheResult(hit, len(m) == 0, err))
+	}
+	return m, err
+}
+
+// cacheResult names the outcome of one cached read for CacheOptions.Observe.
+func cacheResult(hit, empty bool, err error) string {
+	switch {
+	case !hit || err != nil:
+		return cacheMiss
+	case empty:
+		return cacheNegativeHit
+	}
+	return cacheHit
 }

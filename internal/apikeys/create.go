@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/extauthz/extauthz/internal/redisconn"
 )
 
 // CreateParams describes a key to issue.
@@ -100,14 +100,15 @@ func (s *Store) Create(ctx context.Context, p CreateParams) (string, Record, err
 // writeInOrder writes the three keys one call at a time, in the order Create documents. It
 // reports false, having written nothing, when the id is taken.
 func (s *Store) writeInOrder(ctx context.Context, h string, rec Record) (bool, error) {
-	ok, err := s.rdb.SetNX(ctx, s.idKey(rec.ID), h, 0).Result()
+	reply, err := s.rdb.Do(ctx, "SET", []string{s.idKey(rec.ID)}, h, "NX")
+	ok, err := setNXResult(reply, err)
 	if err != nil || !ok {
 		return false, err
 	}
-	if err := s.rdb.SAdd(ctx, s.indexKey(), rec.ID).Err(); err != nil {
+	if _, err := s.rdb.Do(ctx, "SADD", []string{s.indexKey()}, rec.ID); err != nil {
 		return false, err
 	}
-	if err := s.rdb.HSet(ctx, s.recordKey(h), rec.fields()...).Err(); err != nil {
+	if _, err := s.rdb.Do(ctx, "HSET", []string{s.recordKey(h)}, rec.fields()...); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -118,23 +119,55 @@ func (s *Store) writeInOrder(ctx context.Context, h string, rec Record) (bool, e
 // key nobody has seen) is deleted again; the SADD changed nothing, the id being in the index
 // already. It reports false in that case.
 func (s *Store) writeMulti(ctx context.Context, h string, rec Record) (bool, error) {
-	var claimed *redis.BoolCmd
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		claimed = p.SetNX(ctx, s.idKey(rec.ID), h, 0)
-		p.SAdd(ctx, s.indexKey(), rec.ID)
-		p.HSet(ctx, s.recordKey(h), rec.fields()...)
-		return nil
+	replies, err := s.rdb.Tx(ctx, []redisconn.Cmd{
+		{Name: "SET", Keys: []string{s.idKey(rec.ID)}, Args: []string{h, "NX"}},
+		{Name: "SADD", Keys: []string{s.indexKey()}, Args: []string{rec.ID}},
+		{Name: "HSET", Keys: []string{s.recordKey(h)}, Args: rec.fields()},
 	})
 	if err != nil {
 		return false, err
 	}
-	if claimed.Val() {
+	if len(replies) != 3 {
+		return false, fmt.Errorf("MULTI: %d replies for 3 commands", len(replies))
+	}
+	for _, r := range replies[1:] {
+		if err, ok := r.(error); ok {
+			return false, err
+		}
+	}
+	claimed, err := setNXResult(replies[0], nil)
+	if err != nil {
+		return false, err
+	}
+	if claimed {
 		return true, nil
 	}
-	if err := s.rdb.Del(ctx, s.recordKey(h)).Err(); err != nil {
+	if _, err := s.rdb.Do(ctx, "DEL", []string{s.recordKey(h)}); err != nil {
 		return false, fmt.Errorf("remove the record of an id collision: %w", err)
 	}
 	return false, nil
+}
+
+// setNXResult reads the reply of SET ... NX: OK when the key was set, a nil reply (ErrNil from
+// Do) when it existed.
+func setNXResult(reply any, err error) (bool, error) {
+	switch {
+	case errors.Is(err, redisconn.ErrNil):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	switch r := reply.(type) {
+	case nil:
+		return false, nil
+	case string:
+		if r == "OK" {
+			return true, nil
+		}
+	case error:
+		return false, r
+	}
+	return false, fmt.Errorf("SET NX: unexpected reply %v", reply)
 }
 
 // ceilSecond rounds t up to a whole second, so that a key lives at least its TTL.

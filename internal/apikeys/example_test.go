@@ -4,30 +4,32 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
+	"time"
 
 	"github.com/extauthz/extauthz/internal/apikeys"
+	"github.com/extauthz/extauthz/internal/redisconn"
 )
 
 // A key is issued once, resolved on every request, and revoked by its id.
 func ExampleStore_Lookup() {
-	mr := miniredis.NewMiniRedis() // a real deployment passes its go-redis client
-	if err := mr.Start(); err != nil {
-		fmt.Println(err)
-		return
-	}
-	defer mr.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	defer rdb.Close()
-
-	st, err := apikeys.New(rdb, apikeys.Options{})
+	// No URL: the embedded in-memory store. A deployment passes its redis.url.
+	rc, err := redisconn.New(redisconn.Options{}, nil)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
+	defer rc.Close()
 	ctx := context.Background()
+	// The client connects in the background; calls fail fast until it has.
+	for rc.Ping(ctx) != nil {
+		time.Sleep(time.Millisecond)
+	}
+
+	st, err := apikeys.New(rc, apikeys.Options{Cache: &apikeys.CacheOptions{TTL: 10 * time.Second}})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	key, rec, err := st.Create(ctx, apikeys.CreateParams{Owner: "team-billing", Tier: "pro", Scopes: []string{"invoices:read"}})
 	if err != nil {
 		fmt.Println(err)

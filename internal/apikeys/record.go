@@ -61,7 +61,7 @@ func (r Record) State(now time.Time) string {
 }
 
 // fields encodes r as HSET arguments.
-func (r Record) fields() []interface{} {
+func (r Record) fields() []string {
 	expires := int64(0)
 	if !r.Expires.IsZero() {
 		expires = r.Expires.Unix()
@@ -70,7 +70,7 @@ func (r Record) fields() []interface{} {
 	if r.Disabled {
 		disabled = "1"
 	}
-	return []interface{}{
+	return []string{
 		fieldID, r.ID,
 		fieldName, r.Name,
 		fieldOwner, r.Owner,

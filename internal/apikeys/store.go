@@ -3,16 +3,17 @@ package apikeys
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/extauthz/extauthz/internal/localcache"
+	"github.com/extauthz/extauthz/internal/redisconn"
 )
 
 // Defaults for the zero values of Options.
@@ -42,28 +43,22 @@ var (
 // good, so its failure policy applies.
 var errBadRecord = errors.New("apikeys: malformed record in redis")
 
-// Redis is the part of go-redis the Store calls. It is declared here so that *redis.Client,
-// *redis.ClusterClient, *redis.Ring and any redis.UniversalClient fit, and so that tests can
-// count calls.
+// Redis is the part of the Redis client the Store calls. *redisconn.Client fits on every
+// topology (single node, Sentinel, Cluster); it is an interface so that tests can count calls.
+//
+// HGetAll returns an empty map for a missing key; HGetAllCached is the same read served from
+// the client-side cache when it can be (hit true), for at most ttl. Do, Tx and Eval take their
+// keys apart from their arguments so that the client can route them on Cluster, and convert
+// replies as go-redis did (nil -> redisconn.ErrNil, integers -> int64, strings -> string).
 type Redis interface {
-	Get(ctx context.Context, key string) *redis.StringCmd
-	HGetAll(ctx context.Context, key string) *redis.MapStringStringCmd
-	SMembers(ctx context.Context, key string) *redis.StringSliceCmd
-	SetNX(ctx context.Context, key string, value interface{}, expiration time.Duration) *redis.BoolCmd
-	SAdd(ctx context.Context, key string, members ...interface{}) *redis.IntCmd
-	HSet(ctx context.Context, key string, values ...interface{}) *redis.IntCmd
-	Del(ctx context.Context, keys ...string) *redis.IntCmd
-	Eval(ctx context.Context, script string, keys []string, args ...interface{}) *redis.Cmd
-	Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error)
-	TxPipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error)
+	HGetAll(ctx context.Context, key string) (map[string]string, error)
+	HGetAllCached(ctx context.Context, key string, ttl time.Duration) (map[string]string, bool, error)
+	Do(ctx context.Context, name string, keys []string, args ...string) (any, error)
+	Tx(ctx context.Context, cmds []redisconn.Cmd) ([]any, error)
+	Eval(ctx context.Context, sha, src string, keys []string, args ...any) (any, error)
 }
 
-var (
-	_ Redis = (*redis.Client)(nil)
-	_ Redis = (*redis.ClusterClient)(nil)
-	_ Redis = (*redis.Ring)(nil)
-	_ Redis = redis.UniversalClient(nil)
-)
+var _ Redis = (*redisconn.Client)(nil)
 
 // Options says where records live and what keys look like. The zero value means the defaults.
 type Options struct {
@@ -75,22 +70,13 @@ type Options struct {
 	// from A-Z, a-z, 0-9 and '_', so that a double click selects the whole key in a terminal.
 	// Changing it invalidates every key already issued.
 	TokenPrefix string
-	// Cache, when set, keeps records in memory; see CacheOptions.
+	// Cache, when set, reads records through the Redis client's cache; see CacheOptions.
 	Cache *CacheOptions
-	// Lookups, when set, is the client Lookup reads records with (the sidecar passes its
-	// pipelined decision client); nil means the Store's own client.
-	Lookups HashReader
-}
-
-// HashReader is what Lookup needs from Redis: one HGETALL.
-type HashReader interface {
-	HGetAll(ctx context.Context, key string) *redis.MapStringStringCmd
 }
 
 // Store issues and resolves keys. It is safe for concurrent use.
 type Store struct {
 	rdb         Redis
-	lookups     HashReader // rdb unless Options.Lookups
 	prefix      string
 	tokenPrefix string
 	// sharedSlot is true when prefix holds a hash tag, so that every key is in one Cluster
@@ -99,11 +85,12 @@ type Store struct {
 	// rand and now are crypto/rand and the wall clock; tests in this package replace them.
 	rand io.Reader
 	now  func() time.Time
-	// cache is nil when Options.Cache is.
-	cache *localcache.Cache[Record]
+	// cache is Options.Cache, validated; nil when lookups bypass the client-side cache.
+	cache *CacheOptions
 }
 
-// New returns a Store over rdb. It makes no Redis call.
+// New returns a Store over rdb. It makes no Redis call. Options.Cache, when set, needs a
+// positive TTL.
 func New(rdb Redis, opts Options) (*Store, error) {
 	if rdb == nil {
 		return nil, errors.New("apikeys: nil redis client")
@@ -114,12 +101,11 @@ func New(rdb Redis, opts Options) (*Store, error) {
 	if opts.TokenPrefix == "" {
 		opts.TokenPrefix = DefaultTokenPrefix
 	}
-	if err := errors.Join(checkPrefix(opts.Prefix), checkTokenPrefix(opts.TokenPrefix)); err != nil {
+	if err := errors.Join(checkPrefix(opts.Prefix), checkTokenPrefix(opts.TokenPrefix), checkCache(opts.Cache)); err != nil {
 		return nil, err
 	}
 	s := &Store{
 		rdb:         rdb,
-		lookups:     rdb,
 		prefix:      opts.Prefix,
 		tokenPrefix: opts.TokenPrefix,
 		sharedSlot:  strings.Contains(opts.Prefix, "{"),
@@ -127,10 +113,8 @@ func New(rdb Redis, opts Options) (*Store, error) {
 		now:         time.Now,
 	}
 	if opts.Cache != nil {
-		s.cache = localcache.New[Record](*opts.Cache)
-	}
-	if opts.Lookups != nil {
-		s.lookups = opts.Lookups
+		c := *opts.Cache
+		s.cache = &c
 	}
 	return s, nil
 }
@@ -176,44 +160,26 @@ func (s *Store) Check(key string) error { return checkKey(key, s.tokenPrefix) }
 // Valid reports whether Check accepts key.
 func (s *Store) Valid(key string) bool { return s.Check(key) == nil }
 
-// Lookup resolves key with one HGETALL. It returns ErrMalformed without any Redis call for a
-// key Check rejects, ErrNotFound for a key never issued, and ErrRevoked or ErrExpired together
-// with the record. Any other error (Redis down, a deadline, a record Create did not write)
-// matches none of these four, so that the caller can apply its failure policy. ctx bounds the
-// call; Lookup sets no deadline of its own.
+// Lookup resolves key with one HGETALL, through the client-side cache when Options.Cache is
+// set. It returns ErrMalformed without any Redis call for a key Check rejects, ErrNotFound for
+// a key never issued, and ErrRevoked or ErrExpired together with the record. Any other error
+// (Redis down, a deadline, a record Create did not write) matches none of these four, so that
+// the caller can apply its failure policy. ctx bounds the call; Lookup sets no deadline of its
+// own. A key's expiry is judged on every call, cached record or not.
 func (s *Store) Lookup(ctx context.Context, key string) (Record, error) {
 	if err := s.Check(key); err != nil {
 		return Record{}, err
 	}
-	h := Hash(key)
-	var ticket uint64
-	if c := s.cache; c != nil {
-		rec, res := c.Get(h)
-		switch res {
-		case localcache.Hit:
-			return s.judge(rec)
-		case localcache.NegativeHit:
-			return Record{}, ErrNotFound
-		}
-		// Taken before the read, so that a revoke racing with it voids the Put below.
-		ticket = c.Ticket(h)
-	}
-	m, err := s.lookups.HGetAll(ctx, s.recordKey(h)).Result()
+	m, err := s.readRecord(ctx, s.recordKey(Hash(key)))
 	if err != nil {
 		return Record{}, fmt.Errorf("apikeys: lookup: %w", err)
 	}
 	if len(m) == 0 {
-		if s.cache != nil {
-			s.cache.PutMissing(h, ticket)
-		}
 		return Record{}, ErrNotFound
 	}
 	rec, err := parseRecord(m)
 	if err != nil {
 		return Record{}, fmt.Errorf("apikeys: lookup: %w", err)
-	}
-	if s.cache != nil {
-		s.cache.Put(h, ticket, rec, 0)
 	}
 	return s.judge(rec)
 }
@@ -229,74 +195,78 @@ func (s *Store) judge(rec Record) (Record, error) {
 	return rec, nil
 }
 
-// List returns every record in the index, sorted by Created and then ID, in three round trips
-// (SMEMBERS, then pipelined GETs, then pipelined HGETALLs). Ids whose entries are incomplete,
-// left by a Create that failed halfway, are skipped: their key was never handed out.
+// listConcurrency bounds the reads List has in flight at once. The client pipelines concurrent
+// calls on one connection per node, so this many round trips cost about one, and the bound
+// keeps a large index from taking the client's whole in-flight budget.
+const listConcurrency = 64
+
+// List returns every record in the index, sorted by Created and then ID: one SMEMBERS, then a
+// GET per id and an HGETALL per record, sent concurrently so that the client pipelines them.
+// They are separate commands, not one MGET or script, because on Cluster without a {hash tag}
+// the keys sit in different slots. Ids whose entries are incomplete, left by a Create that
+// failed halfway, are skipped: their key was never handed out.
 func (s *Store) List(ctx context.Context) ([]Record, error) {
-	ids, err := s.rdb.SMembers(ctx, s.indexKey()).Result()
+	reply, err := s.rdb.Do(ctx, "SMEMBERS", []string{s.indexKey()})
 	if err != nil {
 		return nil, fmt.Errorf("apikeys: list: %w", err)
+	}
+	ids, err := stringList(reply)
+	if err != nil {
+		return nil, fmt.Errorf("apikeys: list: SMEMBERS: %w", err)
 	}
 	if len(ids) == 0 {
 		return nil, nil
 	}
 
-	gets := make([]*redis.StringCmd, len(ids))
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, id := range ids {
-			gets[i] = p.Get(ctx, s.idKey(id))
-		}
-		return nil
-	})
-	// The pipeline reports its first failed command, which may be a harmless redis.Nil (an
-	// incomplete id) in front of a real failure, so each command is checked as well.
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("apikeys: list: %w", err)
-	}
-	var found, hashes []string
-	for i, c := range gets {
-		h, err := c.Result()
+	hashes := make([]string, len(ids))
+	found := make([]bool, len(ids))
+	err = forEach(ctx, len(ids), func(ctx context.Context, i int) error {
+		h, ok, err := s.getString(ctx, s.idKey(ids[i]))
 		switch {
-		case errors.Is(err, redis.Nil):
-			continue
 		case err != nil:
-			return nil, fmt.Errorf("apikeys: list: %w", err)
+			return err
+		case !ok:
+			return nil
 		case !isHash(h):
-			return nil, fmt.Errorf("apikeys: list: %w: id %s maps to %q", errBadRecord, ids[i], h)
+			return fmt.Errorf("%w: id %s maps to %q", errBadRecord, ids[i], h)
 		}
-		found = append(found, ids[i])
-		hashes = append(hashes, h)
-	}
-	if len(found) == 0 {
-		return nil, nil
-	}
-
-	alls := make([]*redis.MapStringStringCmd, len(hashes))
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, h := range hashes {
-			alls[i] = p.HGetAll(ctx, s.recordKey(h))
-		}
+		hashes[i], found[i] = h, true
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("apikeys: list: %w", err)
 	}
-	out := make([]Record, 0, len(alls))
-	for i, c := range alls {
-		m := c.Val()
-		if len(m) == 0 {
-			continue
+
+	recs := make([]Record, len(ids))
+	have := make([]bool, len(ids))
+	err = forEach(ctx, len(ids), func(ctx context.Context, i int) error {
+		if !found[i] {
+			return nil
+		}
+		m, err := s.rdb.HGetAll(ctx, s.recordKey(hashes[i]))
+		if err != nil || len(m) == 0 {
+			return err
 		}
 		rec, err := parseRecord(m)
 		if err != nil {
-			return nil, fmt.Errorf("apikeys: list: %w", err)
+			return err
 		}
 		// A record must name the id that points at it, or Revoke by that id would disable
 		// some other key.
-		if rec.ID != found[i] {
-			return nil, fmt.Errorf("apikeys: list: %w: id %s points at the record of %s", errBadRecord, found[i], rec.ID)
+		if rec.ID != ids[i] {
+			return fmt.Errorf("%w: id %s points at the record of %s", errBadRecord, ids[i], rec.ID)
 		}
-		out = append(out, rec)
+		recs[i], have[i] = rec, true
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("apikeys: list: %w", err)
+	}
+	var out []Record
+	for i, ok := range have {
+		if ok {
+			out = append(out, recs[i])
+		}
 	}
 	slices.SortFunc(out, func(a, b Record) int {
 		if c := a.Created.Compare(b.Created); c != 0 {
@@ -304,6 +274,65 @@ func (s *Store) List(ctx context.Context) ([]Record, error) {
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
+	return out, nil
+}
+
+// forEach calls fn for 0..n-1, at most listConcurrency at a time, and returns the error of the
+// lowest index that failed, so that the same data always gives the same error. Calls still
+// start after a failure; each is bounded by ctx, and a dead Redis fails them fast.
+func forEach(ctx context.Context, n int, fn func(ctx context.Context, i int) error) error {
+	errs := make([]error, n)
+	sem := make(chan struct{}, listConcurrency)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = fn(ctx, i)
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// getString is GET: the value and true, or false for a missing key.
+func (s *Store) getString(ctx context.Context, key string) (string, bool, error) {
+	reply, err := s.rdb.Do(ctx, "GET", []string{key})
+	switch {
+	case errors.Is(err, redisconn.ErrNil), err == nil && reply == nil:
+		return "", false, nil
+	case err != nil:
+		return "", false, err
+	}
+	v, ok := reply.(string)
+	if !ok {
+		return "", false, fmt.Errorf("GET: unexpected reply %T", reply)
+	}
+	return v, true, nil
+}
+
+// stringList converts an array reply of strings (SMEMBERS).
+func stringList(reply any) ([]string, error) {
+	if reply == nil {
+		return nil, nil
+	}
+	arr, ok := reply.([]any)
+	if !ok {
+		return nil, fmt.Errorf("unexpected reply %T", reply)
+	}
+	out := make([]string, 0, len(arr))
+	for _, e := range arr {
+		v, ok := e.(string)
+		if !ok {
+			return nil, fmt.Errorf("unexpected element %T", e)
+		}
+		out = append(out, v)
+	}
 	return out, nil
 }
 
@@ -317,31 +346,49 @@ redis.call('HSET', KEYS[1], 'disabled', '1')
 return 1
 `
 
-// Revoke disables the key with the given id: Lookup answers ErrRevoked for it from then on.
-// Revoking a revoked key is not an error; an unknown id is ErrNotFound. The record stays, so
-// that List shows the key as revoked. The script is sent with EVAL every time: revoking is
-// rare, and EVALSHA first would cost a second round trip whenever the cache is cold.
+// revokeSHA is revokeScript's SHA-1, which EVALSHA names it by.
+var revokeSHA = func() string {
+	sum := sha1.Sum([]byte(revokeScript))
+	return hex.EncodeToString(sum[:])
+}()
+
+// Revoke disables the key with the given id: Lookup answers ErrRevoked for it from then on,
+// through the cache too: at once through the same client, and in every other process as soon
+// as Redis's invalidation of the cached record reaches it (a fraction of a millisecond on a
+// LAN). Revoking a revoked key is not an error; an unknown id is ErrNotFound. The record
+// stays, so that List shows the key as revoked. It reads the id entry, then runs the script
+// on the record alone: the two keys may sit in different Cluster slots.
 func (s *Store) Revoke(ctx context.Context, id string) error {
 	if !validID(id) {
 		return ErrNotFound
 	}
-	h, err := s.rdb.Get(ctx, s.idKey(id)).Result()
-	if errors.Is(err, redis.Nil) {
-		return fmt.Errorf("%w: id %s", ErrNotFound, id)
-	}
+	h, ok, err := s.getString(ctx, s.idKey(id))
 	if err != nil {
 		return fmt.Errorf("apikeys: revoke %s: %w", id, err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: id %s", ErrNotFound, id)
 	}
 	if !isHash(h) {
 		return fmt.Errorf("apikeys: revoke %s: %w: id maps to %q", id, errBadRecord, h)
 	}
-	n, err := s.rdb.Eval(ctx, revokeScript, []string{s.recordKey(h)}).Int64()
+	reply, err := s.rdb.Eval(ctx, revokeSHA, revokeScript, []string{s.recordKey(h)})
 	if err != nil {
 		return fmt.Errorf("apikeys: revoke %s: %w", id, err)
+	}
+	n, ok := reply.(int64)
+	if !ok {
+		return fmt.Errorf("apikeys: revoke %s: unexpected script reply %T", id, reply)
 	}
 	if n == 0 {
 		return fmt.Errorf("%w: id %s", ErrNotFound, id)
 	}
+	// Redis pushes the invalidation of the record to this connection right after the
+	// script's reply, so a Lookup sent the moment Revoke returned could still find the
+	// record in this process's cache. One more command on the record's connection cannot
+	// be answered before the push has been read and applied; its own result changes nothing
+	// (the revoke has happened), so its failure is not Revoke's.
+	_, _ = s.rdb.Do(ctx, "EXISTS", []string{s.recordKey(h)})
 	return nil
 }
 

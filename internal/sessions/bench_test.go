@@ -43,12 +43,10 @@ func BenchmarkResolve(b *testing.B) {
 	if redistest.Binary() == "" {
 		b.Skip("redis-server not installed")
 	}
-	back := startRedisServer(b)
+	srv := redistest.Start(b)
+	serverDo(b, srv, "SET", "sess:"+expressSID, expressSession)
 	ctx := b.Context()
-	if err := back.rdb.Set(ctx, "sess:"+expressSID, expressSession, 0).Err(); err != nil {
-		b.Fatal(err)
-	}
-	s, err := New(back.rdb, Options{Secrets: []string{"new-secret", "old-secret"}, Subject: "userId",
+	s, err := New(newClient(b, srv.URL()), Options{Secrets: []string{"new-secret", "old-secret"}, Subject: "userId",
 		Headers: map[string]string{"x-passport-user": "passport.user"}})
 	if err != nil {
 		b.Fatal(err)

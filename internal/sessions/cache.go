@@ -1,51 +1,62 @@
 package sessions
 
 import (
+	"context"
+	"errors"
 	"time"
 
-	"github.com/extauthz/extauthz/internal/localcache"
+	"github.com/extauthz/extauthz/internal/redisconn"
 )
 
-// CacheOptions turns on the local session cache: resolved sessions, and sids Redis does not
-// know, are kept in memory so that a request for a cached session makes no Redis call (except
-// its throttled touch). The cache serves entries only while it is active (see
-// Store.Invalidation): whoever activates it promises to invalidate every change of a session
-// key, as the keyspace watcher does. Each entry lives at most TTL, and at most until the
-// session's own cookie.expires when that is still ahead, which bounds the staleness if a
-// change is ever missed.
+// CacheOptions turns on client-side caching of session reads: Resolve reads the session key
+// with Redis.GetCached instead of Get, so that a session (or a sid Redis does not know) read
+// recently is answered from this process's memory without a round trip.
 //
-// Observe hears every lookup's result (see localcache.Options).
-type CacheOptions = localcache.Options
-
-// cached is one cache entry.
-type cached struct {
-	sess     *Session
-	touchSec int64
+// The cache is the Redis client's (RESP3 CLIENT TRACKING, see redisconn.Client.GetCached), not
+// this package's: Redis itself tells the client when a cached key changes, on every topology
+// and with no server configuration, so a logout (the app's DEL), a changed session or a
+// touch by anyone invalidates the entry before the next read. Nothing here has to be told
+// about changes, and nothing can serve an entry after its invalidation has arrived.
+type CacheOptions struct {
+	// TTL bounds how long an entry is served locally. The invalidation is what keeps entries
+	// fresh; TTL bounds the damage if one were ever lost (a broken connection drops the
+	// whole cache of that connection anyway). The client also bounds each entry by the key's
+	// own TTL, so an expired session is never served. It must be positive.
+	TTL time.Duration
+	// Observe, when set, hears every cached read's result, with the words of the cache
+	// metrics: "hit" (a session from the cache), "negative_hit" (an unknown sid from the
+	// cache) and "miss" (the read went to Redis, whether or not it then failed). It is called
+	// only after the signature verified, on the request's goroutine: keep it cheap.
+	Observe func(result string)
 }
 
-// Invalidation returns the cache's invalidation side, keyed by sid (the Redis key minus the
-// prefix), or nil when the cache is off. The cache starts inactive: it serves nothing until
-// SetActive(true).
-func (s *Store) Invalidation() interface {
-	Invalidate(sid string)
-	SetActive(on bool)
-} {
-	if s.cache == nil {
-		return nil
+// The cache results Observe hears.
+const (
+	cacheHit         = "hit"
+	cacheNegativeHit = "negative_hit"
+	cacheMiss        = "miss"
+)
+
+// get reads the session key, through the client-side cache when it is on.
+func (s *Store) get(ctx context.Context, key string) (string, error) {
+	c := s.cache
+	if c == nil {
+		return s.rdb.Get(ctx, key)
 	}
-	return s.cache
+	data, hit, err := s.rdb.GetCached(ctx, key, c.TTL)
+	if c.Observe != nil {
+		c.Observe(cacheResult(hit, err))
+	}
+	return data, err
 }
 
-// lifeFrom returns how long a session expiring at exp may stay cached from now: until exp when
-// that is ahead, else unbounded (0). A past cookie.expires on a live key means the app renews
-// the key's TTL without rewriting the session (rolling sessions with touch), so it says
-// nothing about when the key goes.
-func lifeFrom(exp, now time.Time) time.Duration {
-	if exp.IsZero() {
-		return 0
+// cacheResult names the outcome of one cached read for CacheOptions.Observe.
+func cacheResult(hit bool, err error) string {
+	switch {
+	case !hit:
+		return cacheMiss
+	case errors.Is(err, redisconn.ErrNil):
+		return cacheNegativeHit
 	}
-	if d := exp.Sub(now); d > 0 {
-		return d
-	}
-	return 0
+	return cacheHit
 }

@@ -48,6 +48,16 @@
 // option, this renews the data in Redis, not the browser's cookie, which the sidecar never
 // sets.
 //
+// # Cache
+//
+// With Options.Cache, Resolve reads sessions through the Redis client's own cache (RESP3
+// client-side caching, CLIENT TRACKING): Redis remembers which keys this process read and
+// pushes an invalidation as soon as one changes, so a cached session costs no round trip and a
+// logout (connect-redis's DEL when the app destroys the session) is seen by the next request.
+// Unknown sids are cached as well, which is safe for the same reason: the SET of a login
+// invalidates them. Any touch, this process's or the app's, is a change too, so an active
+// session is read from Redis again after each one.
+//
 // # Secrets
 //
 // Cookie values, session ids and signing secrets never appear in errors, and the String and

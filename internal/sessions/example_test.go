@@ -5,10 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"time"
 
-	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
-
+	"github.com/extauthz/extauthz/internal/redisconn"
 	"github.com/extauthz/extauthz/internal/sessions"
 )
 
@@ -28,27 +27,31 @@ func ExampleUnsign() {
 }
 
 func ExampleStore_Resolve() {
-	m := miniredis.NewMiniRedis()
-	if err := m.Start(); err != nil {
+	// No URL: the embedded in-memory store. A deployment passes its redis.url.
+	rc, err := redisconn.New(redisconn.Options{}, nil)
+	if err != nil {
 		panic(err)
 	}
-	defer m.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
-	defer rdb.Close()
+	defer rc.Close()
+	ctx := context.Background()
+	// The client connects in the background; calls fail fast until it has.
+	for rc.Ping(ctx) != nil {
+		time.Sleep(time.Millisecond)
+	}
 
 	// What connect-redis stores for a user logged in with Passport.
-	_ = m.Set("sess:abc", `{"cookie":{"originalMaxAge":86400000,"expires":"2001-01-01T00:00:00.000Z"},"passport":{"user":42},"roles":["admin"],"tenant":"acme"}`)
+	_, _ = rc.Do(ctx, "SET", []string{"sess:abc"}, `{"cookie":{"originalMaxAge":86400000,"expires":"2001-01-01T00:00:00.000Z"},"passport":{"user":42},"roles":["admin"],"tenant":"acme"}`)
 
-	store, err := sessions.New(rdb, sessions.Options{
+	store, err := sessions.New(rc, sessions.Options{
 		Secrets: []string{"keyboard cat"},
 		Subject: "passport.user",
 		Roles:   "roles",
 		Headers: map[string]string{"X-Tenant": "tenant"},
+		Cache:   &sessions.CacheOptions{TTL: 10 * time.Second},
 	})
 	if err != nil {
 		panic(err)
 	}
-	ctx := context.Background()
 
 	sess, err := store.Resolve(ctx, "connect.sid="+url.QueryEscape(sessions.Sign("abc", "keyboard cat")))
 	if err != nil {

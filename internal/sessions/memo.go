@@ -1,15 +1,14 @@
 package sessions
 
-import (
-	"sync"
-	"time"
-)
+import "sync"
 
 // memo remembers the Session built from a session's JSON, keyed by session id, so that a
 // request whose GET returns the very bytes seen before skips parsing them again. The memo
 // never skips the GET, so it cannot hide a logout or a changed session: it only saves CPU.
-// (The optional session cache, cache.go, is what skips the GET, under its own rules.) It keeps
-// two generations of at most max entries each.
+// It is what makes a client-side cache hit (cache.go) cheap: the GET then costs no round trip,
+// and the memo spares the JSON parse and the Session's allocations (comparing the bytes is
+// quick, a cached reply being the very string seen before). It keeps two generations of at
+// most max entries each.
 type memo struct {
 	mu       sync.RWMutex
 	cur, old map[string]memoEntry
@@ -21,8 +20,6 @@ type memoEntry struct {
 	sess *Session
 	// touchSec is ceil(cookie.originalMaxAge / 1000), or 0.
 	touchSec int64
-	// expires is cookie.expires, or zero.
-	expires time.Time
 }
 
 func newMemo(max int) *memo {

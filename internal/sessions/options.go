@@ -45,7 +45,7 @@ type Options struct {
 	// TouchEvery is the least time between two EXPIREs of one session by this process,
 	// DefaultTouchEvery when zero. Keep it well under the sessions' lifetime.
 	TouchEvery time.Duration
-	// Cache, when set, keeps resolved sessions in memory; see CacheOptions.
+	// Cache, when set, reads sessions through the Redis client's cache; see CacheOptions.
 	Cache *CacheOptions
 }
 
@@ -148,6 +148,9 @@ func (o Options) validate() (config, error) {
 		bad("TouchTTL", "%v is over 100 years", o.TouchTTL)
 	case o.TouchTTL > 0:
 		c.touchTTL = (o.TouchTTL + time.Second - 1).Truncate(time.Second)
+	}
+	if o.Cache != nil && o.Cache.TTL <= 0 {
+		bad("Cache.TTL", "%v is not positive", o.Cache.TTL)
 	}
 	switch {
 	case o.TouchEvery < 0:

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/extauthz/extauthz/internal/redisconn"
 )
 
 const testSecret = "s3cr3t-do-not-print"
@@ -16,9 +16,20 @@ func validOptions() Options {
 	return Options{Secrets: []string{testSecret}, Subject: "userId"}
 }
 
+// idleClient is a client New accepts, for tests that make no Redis call: building it does no
+// network I/O, and nothing listens on its port.
+func idleClient(t *testing.T) *redisconn.Client {
+	t.Helper()
+	rc, err := redisconn.New(redisconn.Options{URL: "redis://127.0.0.1:1/0"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rc.Close() })
+	return rc
+}
+
 func TestNewRejects(t *testing.T) {
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := idleClient(t)
 	tests := []struct {
 		name    string
 		rdb     Redis
@@ -39,6 +50,7 @@ func TestNewRejects(t *testing.T) {
 		{"negative TouchTTL", rdb, func(o *Options) { o.TouchTTL = -time.Second }, []string{"TouchTTL: negative"}},
 		{"sub-second TouchTTL", rdb, func(o *Options) { o.TouchTTL = 500 * time.Millisecond }, []string{"TouchTTL:", "under a second"}},
 		{"negative TouchEvery", rdb, func(o *Options) { o.TouchEvery = -1 }, []string{"TouchEvery: negative"}},
+		{"zero cache TTL", rdb, func(o *Options) { o.Cache = &CacheOptions{} }, []string{"Cache.TTL:", "not positive"}},
 		{"every problem at once", nil, func(o *Options) { o.Secrets = nil; o.Subject = ""; o.TouchTTL = -1 },
 			[]string{"nil redis client", "Secrets:", "Subject:", "TouchTTL:"}},
 	}
@@ -63,8 +75,7 @@ func TestNewRejects(t *testing.T) {
 }
 
 func TestNewDefaults(t *testing.T) {
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := idleClient(t)
 	opts := validOptions()
 	opts.Headers = map[string]string{"X-User": "userId", "a-role": "role", "X-Passport": "passport.user"}
 	opts.TouchTTL = 1500 * time.Millisecond
@@ -97,8 +108,7 @@ func TestNewDefaults(t *testing.T) {
 
 // TestStringsRedactSecrets checks every way a value may end up in a log line.
 func TestStringsRedactSecrets(t *testing.T) {
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := idleClient(t)
 	opts := validOptions()
 	s, err := New(rdb, opts)
 	if err != nil {

@@ -7,9 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/extauthz/extauthz/internal/localcache"
+	"github.com/extauthz/extauthz/internal/redisconn"
 )
 
 // Limits on hostile or broken input.
@@ -48,19 +46,19 @@ var (
 	errWrongType     = fmt.Errorf("%w: key holds a non-string value", ErrCorrupt)
 )
 
-// Redis is the part of go-redis that Store uses, declared here so that *redis.Client,
-// *redis.ClusterClient, *redis.Ring and any redis.UniversalClient fit.
+// Redis is the part of the Redis client that Store uses. *redisconn.Client fits on every
+// topology; it is an interface so that tests can count the calls that reach Redis.
+//
+// Get must return redisconn.ErrNil for a missing key. GetCached is the same read served from
+// the client-side cache when it can be (hit true), for at most ttl; Store calls it only when
+// Options.Cache is set.
 type Redis interface {
-	Get(ctx context.Context, key string) *redis.StringCmd
-	Expire(ctx context.Context, key string, expiration time.Duration) *redis.BoolCmd
+	Get(ctx context.Context, key string) (string, error)
+	GetCached(ctx context.Context, key string, ttl time.Duration) (val string, hit bool, err error)
+	Expire(ctx context.Context, key string, ttl time.Duration) error
 }
 
-var (
-	_ Redis = (*redis.Client)(nil)
-	_ Redis = (*redis.ClusterClient)(nil)
-	_ Redis = (*redis.Ring)(nil)
-	_ Redis = redis.UniversalClient(nil)
-)
+var _ Redis = (*redisconn.Client)(nil)
 
 // Session is a resolved, valid session.
 type Session struct {
@@ -96,8 +94,8 @@ type Store struct {
 	touch *touchMemory // nil when touching is off
 	memo  *memo
 	now   func() time.Time
-	// cache is nil when Options.Cache is.
-	cache *localcache.Cache[cached]
+	// cache is Options.Cache, validated; nil when reads bypass the client-side cache.
+	cache *CacheOptions
 }
 
 // memoSize bounds each generation of parsed sessions kept (about 1 KiB an entry).
@@ -115,7 +113,8 @@ func New(rdb Redis, opts Options) (*Store, error) {
 	}
 	s := &Store{rdb: rdb, cfg: cfg, now: time.Now, memo: newMemo(memoSize)}
 	if opts.Cache != nil {
-		s.cache = localcache.New[cached](*opts.Cache)
+		c := *opts.Cache
+		s.cache = &c
 	}
 	if cfg.touchTTL > 0 {
 		s.touch = newTouchMemory(cfg.touchEvery, s.now())
@@ -142,11 +141,12 @@ func (s *Store) GoString() string { return s.String() }
 // It returns an error wrapping ErrNoSession for any client-side problem, and then makes no
 // Redis call unless the cookie's signature verified. Corrupt data in Redis wraps ErrCorrupt,
 // which is also ErrNoSession. When Redis fails (including ctx's deadline), the error wraps
-// the go-redis or context error and is not ErrNoSession, so that the caller can apply its
+// the client's or context's error and is not ErrNoSession, so that the caller can apply its
 // failure policy. No error says anything about the cookie or the sid.
 //
-// With Options.Cache, an active cache answers for sessions and unknown sids it holds without
-// the GET (see CacheOptions).
+// With Options.Cache, the GET goes through the client-side cache (see CacheOptions): a session
+// or an unknown sid it holds is answered without a round trip, and Redis invalidates the entry
+// on any change of the key, so a logout is seen by the next request.
 //
 // When touching is on and this process has not touched the session within TouchEvery,
 // Resolve also sends EXPIRE under ctx after the GET; its failure is not Resolve's.
@@ -166,28 +166,11 @@ func (s *Store) Resolve(ctx context.Context, cookieHeader string) (*Session, err
 		return nil, errBadSignature
 	}
 	key := s.cfg.prefix + sid
-	var ticket uint64
-	if c := s.cache; c != nil {
-		v, res := c.Get(sid)
-		switch res {
-		case localcache.Hit:
-			s.maybeTouch(ctx, key, sid, v.touchSec)
-			return v.sess, nil
-		case localcache.NegativeHit:
-			return nil, errNotFound
-		}
-		// The ticket is taken before the GET, so that an invalidation racing with it voids
-		// the Put below.
-		ticket = c.Ticket(sid)
-	}
-	data, err := s.rdb.Get(ctx, key).Result()
+	data, err := s.get(ctx, key)
 	switch {
-	case errors.Is(err, redis.Nil):
-		if s.cache != nil {
-			s.cache.PutMissing(sid, ticket)
-		}
+	case errors.Is(err, redisconn.ErrNil):
 		return nil, errNotFound
-	case redis.HasErrorPrefix(err, "WRONGTYPE"):
+	case redisconn.HasErrorPrefix(err, "WRONGTYPE"):
 		// Someone else's data under the session prefix: a server problem, but no reason to
 		// apply the Redis failure policy to a request that simply has no session.
 		return nil, errWrongType
@@ -203,11 +186,8 @@ func (s *Store) Resolve(ctx context.Context, cookieHeader string) (*Session, err
 		if !ok {
 			return nil, errNotJSON
 		}
-		e = memoEntry{data: data, sess: s.session(sid, obj), touchSec: touchSeconds(obj), expires: cookieExpires(obj)}
+		e = memoEntry{data: data, sess: s.session(sid, obj), touchSec: touchSeconds(obj)}
 		s.memo.put(sid, e)
-	}
-	if s.cache != nil {
-		s.cache.Put(sid, ticket, cached{sess: e.sess, touchSec: e.touchSec}, lifeFrom(e.expires, s.now()))
 	}
 	s.maybeTouch(ctx, key, sid, e.touchSec)
 	return e.sess, nil
@@ -224,7 +204,7 @@ func (s *Store) maybeTouch(ctx context.Context, key, sid string, sec int64) {
 	if sec > 0 {
 		ttl = time.Duration(sec) * time.Second
 	}
-	_ = s.rdb.Expire(ctx, key, ttl).Err()
+	_ = s.rdb.Expire(ctx, key, ttl)
 }
 
 // session builds the Session for sid from its parsed value.

@@ -7,7 +7,6 @@ import (
 	"math"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // parseSession decodes a connect-redis value: one JSON object, nothing after it. Numbers
@@ -160,22 +159,4 @@ func touchSeconds(obj map[string]any) int64 {
 		return maxTouchSeconds
 	}
 	return int64(sec)
-}
-
-// cookieExpires returns cookie.expires, the ISO 8601 text express-session stores (JavaScript's
-// Date.toJSON), or the zero time when it is missing or not such a text.
-func cookieExpires(obj map[string]any) time.Time {
-	v, ok := lookup(obj, []string{"cookie", "expires"})
-	if !ok {
-		return time.Time{}
-	}
-	s, ok := v.(string)
-	if !ok {
-		return time.Time{}
-	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return time.Time{}
-	}
-	return t
 }

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/extauthz/extauthz/internal/config"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/ratelimit"
+	"github.com/extauthz/extauthz/internal/redisconn"
 	"github.com/extauthz/extauthz/internal/redistest"
 	"github.com/extauthz/extauthz/internal/sessions"
 )
@@ -80,7 +80,53 @@ policies:
     failure: {auth: open, limits: open}
 `
 
-func newTestEngine(t *testing.T, rdb redis.UniversalClient) *Engine {
+// redisClient returns the sidecar's client for srv, once it has connected: the client dials
+// in the background and fails fast (ErrNotReady) until then, which a test must not mistake
+// for an outage.
+func redisClient(t *testing.T, srv *redistest.Server) *redisconn.Client {
+	t.Helper()
+	rc, err := redisconn.New(redisconn.Options{URL: srv.URL()}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rc.Close() })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := rc.Ping(ctx)
+		cancel()
+		if err == nil {
+			return rc
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis client not ready: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// downClient returns a client of a Redis that is not there: every call fails.
+func downClient(t *testing.T) *redisconn.Client {
+	t.Helper()
+	rc, err := redisconn.New(redisconn.Options{URL: "redis://127.0.0.1:1/0"}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rc.Close() })
+	return rc
+}
+
+// serverDo runs a command on srv over a connection of its own, around the client under test.
+func serverDo(t *testing.T, srv *redistest.Server, args ...string) string {
+	t.Helper()
+	line, err := srv.Do(t.Context(), args...)
+	if err != nil || strings.HasPrefix(line, "-") {
+		t.Fatalf("%s: %q, %v", args[0], line, err)
+	}
+	return line
+}
+
+func newTestEngine(t *testing.T, rdb ratelimit.Scripter) *Engine {
 	t.Helper()
 	cfg, err := config.Parse("test.yaml", []byte(engineConfig))
 	if err != nil {
@@ -136,8 +182,7 @@ func contains(list []string, s string) bool {
 
 func TestDecisions(t *testing.T) {
 	r := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := redisClient(t, r)
 	e := newTestEngine(t, rdb)
 	ctx := context.Background()
 
@@ -212,8 +257,7 @@ func TestDecisions(t *testing.T) {
 
 func TestLimitsExhaustWith429(t *testing.T) {
 	r := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := redisClient(t, r)
 	e := newTestEngine(t, rdb)
 	ctx := context.Background()
 	for i := 0; i < 2; i++ {
@@ -246,8 +290,7 @@ func TestLimitsExhaustWith429(t *testing.T) {
 
 func TestLimiterDownFollowsFailurePolicy(t *testing.T) {
 	r := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1, DialerRetries: 1})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := redisClient(t, r)
 	e := newTestEngine(t, rdb)
 	r.Stop()
 	ctx := context.Background()
@@ -262,8 +305,7 @@ func TestLimiterDownFollowsFailurePolicy(t *testing.T) {
 }
 
 func TestPolicyFromContextExtensions(t *testing.T) {
-	down := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
-	t.Cleanup(func() { down.Close() })
+	down := downClient(t)
 	e := newTestEngine(t, down)
 	r := req("GET", "/admin/x")
 	r.Policy = "health"
@@ -298,8 +340,7 @@ func TestLimitKeysCannotCollideOrMoveSlot(t *testing.T) {
 // express-rate-limit + rate-limit-redis and the sidecar share one counter during a migration.
 func TestSharedPrefixCountsWithRateLimitRedis(t *testing.T) {
 	r := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := redisClient(t, r)
 	cfg, err := config.Parse("t.yaml", []byte(`
 policies:
   - name: legacy
@@ -315,9 +356,7 @@ policies:
 	}
 	ctx := context.Background()
 	// The Express app has counted two hits for this client, as rate-limit-redis stores them.
-	if err := rdb.Set(ctx, "rl:192.0.2.7", 2, time.Minute).Err(); err != nil {
-		t.Fatal(err)
-	}
+	serverDo(t, r, "SET", "rl:192.0.2.7", "2", "EX", "60")
 	d := e.Decide(ctx, req("GET", "/anything"))
 	if !d.Allow {
 		t.Fatalf("third hit denied: %+v", d)
@@ -328,8 +367,8 @@ policies:
 	if d := e.Decide(ctx, req("GET", "/anything")); d.Status != 429 {
 		t.Fatalf("fourth hit: %+v", d)
 	}
-	if n, err := rdb.Get(ctx, "rl:192.0.2.7").Int(); err != nil || n != 4 {
-		t.Fatalf("shared counter = %d %v, want 4 (rate-limit-redis counts denied hits too)", n, err)
+	if n := serverDo(t, r, "GET", "rl:192.0.2.7"); n != "4" {
+		t.Fatalf("shared counter = %q, want 4 (rate-limit-redis counts denied hits too)", n)
 	}
 }
 

@@ -16,7 +16,6 @@ import (
 	"github.com/extauthz/extauthz/internal/metrics"
 	"github.com/extauthz/extauthz/internal/metrics/metricstest"
 	"github.com/extauthz/extauthz/internal/ratelimit"
-	"github.com/extauthz/extauthz/internal/redisconn"
 	"github.com/extauthz/extauthz/internal/redistest"
 )
 
@@ -31,8 +30,8 @@ policies:
 
 // A Check whose caller's deadline (Envoy's ext_authz timeout, sent as the gRPC deadline)
 // passes while Redis does not answer is a timeout in the metrics and the decision log; a
-// caller that goes away is canceled. Real gRPC calls, a Redis stopped with SIGSTOP, on each
-// decision backend serve.go wires.
+// caller that goes away is canceled. Real gRPC calls, a Redis stopped with SIGSTOP, the
+// sidecar's one Redis client.
 func TestCheckCallerDeadlineIsTimeout(t *testing.T) {
 	tests := []struct {
 		name       string
@@ -48,68 +47,55 @@ func TestCheckCallerDeadlineIsTimeout(t *testing.T) {
 			return ctx, cancel
 		}, "canceled"},
 	}
-	for _, backend := range []string{"pipe", "go-redis"} {
-		for _, tt := range tests {
-			t.Run(backend+"/"+tt.name, func(t *testing.T) {
-				r := redistest.Start(t)
-				m := metrics.New()
-				core, logs := observer.New(zapcore.InfoLevel)
-				c := checkClient(t, pausableEngine(t, r, backend, m, zap.New(core)))
-				req := checkRequest("GET", "/x", nil, nil)
-				// One answered call first, so the connections are up when Redis stops.
-				if resp, err := c.Check(context.Background(), req); err != nil || resp.GetStatus().GetCode() != int32(code.Code_OK) {
-					t.Fatalf("warm-up call: %v %v", resp.GetStatus(), err)
-				}
-				r.Pause()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := redistest.Start(t)
+			m := metrics.New()
+			core, logs := observer.New(zapcore.InfoLevel)
+			c := checkClient(t, pausableEngine(t, r, m, zap.New(core)))
+			req := checkRequest("GET", "/x", nil, nil)
+			// One answered call first, so the connection is up when Redis stops.
+			if resp, err := c.Check(context.Background(), req); err != nil || resp.GetStatus().GetCode() != int32(code.Code_OK) {
+				t.Fatalf("warm-up call: %v %v", resp.GetStatus(), err)
+			}
+			r.Pause()
 
-				ctx, cancel := tt.call()
-				defer cancel()
-				// The answer, when it beats the client's own timer, is an error_response.
-				if resp, err := c.Check(ctx, req); err == nil && resp.GetStatus().GetCode() != int32(code.Code_UNAVAILABLE) {
-					t.Fatalf("Check against a paused Redis: %v, want the client's deadline or cancellation, or UNAVAILABLE", resp.GetStatus())
+			ctx, cancel := tt.call()
+			defer cancel()
+			// The answer, when it beats the client's own timer, is an error_response.
+			if resp, err := c.Check(ctx, req); err == nil && resp.GetStatus().GetCode() != int32(code.Code_UNAVAILABLE) {
+				t.Fatalf("Check against a paused Redis: %v, want the client's deadline or cancellation, or UNAVAILABLE", resp.GetStatus())
+			}
+			// The client gives up before the server has decided: wait for the decision
+			// log line, which is written after every metric of the decision.
+			entry := waitErrorLog(t, logs)
+			if got := entry.ContextMap()["backend"]; got != tt.wantReason {
+				t.Errorf("decision log backend = %v, want %q", got, tt.wantReason)
+			}
+			series := metricstest.Counters(t, m.Registry)
+			wantErr := fmt.Sprintf(`extauthz_redis_errors_total{op="policy_limits",reason=%q}`, tt.wantReason)
+			for name, want := range map[string]float64{
+				wantErr: 1,
+				`extauthz_authz_decisions_total{policy="limited",reason="backend_error",result="error"}`: 1,
+			} {
+				if got := series[name]; got != want {
+					t.Errorf("%s = %v, want %v; series:\n%s", name, got, want, metricstest.Dump(series))
 				}
-				// The client gives up before the server has decided: wait for the decision
-				// log line, which is written after every metric of the decision.
-				entry := waitErrorLog(t, logs)
-				if got := entry.ContextMap()["backend"]; got != tt.wantReason {
-					t.Errorf("decision log backend = %v, want %q", got, tt.wantReason)
+			}
+			for name := range series {
+				if strings.HasPrefix(name, "extauthz_redis_errors_total") && name != wantErr {
+					t.Errorf("unexpected %s; series:\n%s", name, metricstest.Dump(series))
 				}
-				series := metricstest.Counters(t, m.Registry)
-				wantErr := fmt.Sprintf(`extauthz_redis_errors_total{op="policy_limits",reason=%q}`, tt.wantReason)
-				for name, want := range map[string]float64{
-					wantErr: 1,
-					`extauthz_authz_decisions_total{policy="limited",reason="backend_error",result="error"}`: 1,
-				} {
-					if got := series[name]; got != want {
-						t.Errorf("%s = %v, want %v; series:\n%s", name, got, want, metricstest.Dump(series))
-					}
-				}
-				for name := range series {
-					if strings.HasPrefix(name, "extauthz_redis_errors_total") && name != wantErr {
-						t.Errorf("unexpected %s; series:\n%s", name, metricstest.Dump(series))
-					}
-				}
-			})
-		}
+			}
+		})
 	}
 }
 
-// pausableEngine builds an Engine on closedLimitsConfig whose limiter counts on r through
-// backend ("pipe" or "go-redis"), wrapped in a Guard as serve.go does, with redis.timeout's
-// default.
-func pausableEngine(t *testing.T, r *redistest.Server, backend string, m *metrics.Metrics, log *zap.Logger) *Engine {
+// pausableEngine builds an Engine on closedLimitsConfig whose limiter counts on r through the
+// sidecar's client, wrapped in a Guard as serve.go does, with redis.timeout's default.
+func pausableEngine(t *testing.T, r *redistest.Server, m *metrics.Metrics, log *zap.Logger) *Engine {
 	t.Helper()
-	rc, err := redisconn.New(redisconn.Options{URL: r.URL()}, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rc.Close() })
-	var scripter ratelimit.Scripter = rc.Redis()
-	if backend == "pipe" {
-		p := rc.NewPipe(redisconn.PipeOptions{})
-		t.Cleanup(func() { _ = p.Close() })
-		scripter = p
-	}
+	rc := redisClient(t, r)
 	cfg, err := config.Parse("t.yaml", []byte(closedLimitsConfig))
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +103,7 @@ func pausableEngine(t *testing.T, r *redistest.Server, backend string, m *metric
 	e, err := newEngine(t, cfg, Options{
 		Sessions:        fakeSessions{},
 		Keys:            fakeKeys{},
-		Limiter:         ratelimit.NewGuard(ratelimit.NewLimiter(scripter), ratelimit.GuardOptions{Size: 1000}),
+		Limiter:         ratelimit.NewGuard(ratelimit.NewLimiter(rc), ratelimit.GuardOptions{Size: 1000}),
 		Timeout:         rc.Timeout(),
 		Metrics:         m,
 		Logger:          log,

@@ -10,7 +10,6 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/redis/go-redis/v9"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -50,8 +49,7 @@ func checkRequest(method, path string, headers map[string]string, ext map[string
 
 func TestCheckOverGRPC(t *testing.T) {
 	r := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := redisClient(t, r)
 	c := checkClient(t, newTestEngine(t, rdb))
 	ctx := context.Background()
 
@@ -139,8 +137,7 @@ func TestCheckOverGRPC(t *testing.T) {
 }
 
 func TestCheckWithHeaderMap(t *testing.T) {
-	down := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
-	t.Cleanup(func() { down.Close() })
+	down := downClient(t)
 	e := newTestEngine(t, down)
 	req := checkRequest("GET", "/admin/x", nil, nil)
 	req.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
@@ -157,8 +154,7 @@ func TestCheckWithHeaderMap(t *testing.T) {
 
 func TestHTTPModes(t *testing.T) {
 	r := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := redisClient(t, r)
 	srv := httptest.NewServer(NewHTTPHandler(newTestEngine(t, rdb)))
 	t.Cleanup(srv.Close)
 

@@ -1,7 +1,6 @@
 package ratelimit
 
 import (
-	"context"
 	"errors"
 	"strconv"
 	"strings"
@@ -90,9 +89,7 @@ func TestLimiterFixedCountStopsGrowing(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			key := "{t}:" + tc.name
-			if err := b.admin.Set(t.Context(), key, tc.stored, time.Hour).Err(); err != nil {
-				t.Fatal(err)
-			}
+			b.admin.set(t, key, tc.stored, time.Hour)
 			d := allowOne(t, l, Request{Key: key, Limit: lim, Cost: tc.cost})
 			if d.Allowed || d.Remaining != 0 || d.RetryAfter <= 0 {
 				t.Fatalf("decision %+v, want denied with nothing remaining", d)
@@ -182,19 +179,21 @@ func TestEveryKeyExpires(t *testing.T) {
 // scanTTLs returns every key in the server with its TTL (negative: none).
 func scanTTLs(t *testing.T, b *limiterBackend) map[string]time.Duration {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
 	out := map[string]time.Duration{}
-	iter := b.admin.Scan(ctx, 0, "*", 100).Iterator()
-	for iter.Next(ctx) {
-		ttl, err := b.admin.TTL(ctx, iter.Val()).Result()
-		if err != nil {
-			t.Fatal(err)
+	cursor := "0"
+	for {
+		v, ok := b.admin.do(t, "SCAN", nil, cursor, "COUNT", "100").([]any)
+		if !ok || len(v) != 2 {
+			t.Fatalf("SCAN: reply %v", v)
 		}
-		out[iter.Val()] = ttl
+		keys, _ := v[1].([]any)
+		for _, k := range keys {
+			key := k.(string)
+			ttl := b.admin.integer(t, "TTL", []string{key})
+			out[key] = time.Duration(ttl) * time.Second
+		}
+		if cursor = v[0].(string); cursor == "0" {
+			return out
+		}
 	}
-	if err := iter.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }

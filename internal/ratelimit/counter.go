@@ -8,34 +8,25 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/extauthz/extauthz/internal/redisconn"
 )
 
-// Scripter is the part of go-redis this package needs. It is declared here, smaller than
-// redis.Scripter, so that *redis.Client, *redis.ClusterClient, *redis.Ring, any
-// redis.UniversalClient and a client of an embedded miniredis all fit.
+// Scripter runs a Lua script; *redisconn.Client is one. It is declared here, with the one
+// method this package calls, so that tests can answer scripts from a table and so that the
+// package does not depend on how the client reaches Redis.
+//
+// Eval runs the script src under its SHA1 sha: EVALSHA, so that a call sends 40 bytes rather
+// than the script, and EVAL only when the server has lost the script (a restart, SCRIPT
+// FLUSH, a failover). A NOSCRIPT reply means the script did not run, so that EVAL cannot
+// count anything twice; no other failure is retried, since a script that may have run must
+// not run again. args are sent as Redis strings (integers in decimal). The reply is converted
+// as go-redis did: an integer is an int64, a string a string, an array an []any of such
+// values (nil for a nil element); a nil reply at the top level is an error (redisconn.ErrNil).
 type Scripter interface {
-	Eval(ctx context.Context, script string, keys []string, args ...interface{}) *redis.Cmd
-	EvalSha(ctx context.Context, sha1 string, keys []string, args ...interface{}) *redis.Cmd
+	Eval(ctx context.Context, sha, src string, keys []string, args ...any) (any, error)
 }
 
-var (
-	_ Scripter = (*redis.Client)(nil)
-	_ Scripter = (*redis.ClusterClient)(nil)
-	_ Scripter = (*redis.Ring)(nil)
-	_ Scripter = redis.UniversalClient(nil)
-	_ Scripter = redis.Scripter(nil)
-)
-
-// evalScript runs script by its sha with EVALSHA, and with EVAL only when the server has
-// lost it (a restart, SCRIPT FLUSH, a failover), and returns the reply.
-func evalScript(ctx context.Context, rdb Scripter, sha, script string, keys []string, args []interface{}) (interface{}, error) {
-	cmd := rdb.EvalSha(ctx, sha, keys, args...)
-	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-		cmd = rdb.Eval(ctx, script, keys, args...)
-	}
-	return cmd.Result()
-}
+var _ Scripter = (*redisconn.Client)(nil)
 
 // ErrInvalidHit means a Hit cannot be counted as given (empty key, window not positive, too
 // many hits). It is the caller's bug or bad config, not a Redis failure, and no Redis call
@@ -132,20 +123,21 @@ func NewFixedWindow(rdb Scripter, opts ...FixedWindowOption) *FixedWindow {
 // own. When hits is empty Add makes no call and returns a zero result.
 //
 // With FixedWindowClusterSlots, hits whose keys are in several Redis Cluster slots (by Slot)
-// go in one script per slot, all sent at once, so still in one round trip with a pipelining client.
-// Every hit is counted whatever the others' counts, as in one script; only the atomicity
-// is per slot. Now is then the earliest of the scripts' clocks. When any script fails, Add
+// go in one script per slot, all sent at once, so still in one round trip with a pipelining
+// client. Every hit is counted whatever the others' counts, as in one script and as
+// envoyproxy/ratelimit counts every descriptor (see the package doc); only the atomicity is
+// per slot. Now is then the earliest of the scripts' clocks. When any script fails, Add
 // returns its error, and what the other slots counted stays counted, as a script whose
 // reply was lost leaves its counts.
 //
 // Errors wrap ErrInvalidHit for bad input, ErrBadReply for a reply of the wrong shape, and
-// otherwise the go-redis or context error.
+// otherwise the client's error (redisconn's, a Redis error reply) or the context's.
 func (f *FixedWindow) Add(ctx context.Context, hits []Hit) (FixedWindowResult, error) {
 	if len(hits) == 0 {
 		return FixedWindowResult{}, nil
 	}
 	keys := make([]string, len(hits))
-	args := make([]interface{}, 2*len(hits))
+	args := make([]any, 2*len(hits))
 	for i, h := range hits {
 		if err := h.validate(); err != nil {
 			return FixedWindowResult{}, fmt.Errorf("hit %d: %w", i, err)
@@ -157,7 +149,7 @@ func (f *FixedWindow) Add(ctx context.Context, hits []Hit) (FixedWindowResult, e
 	if f.clusterSlots && !oneSlot(keys) {
 		return f.addSlots(ctx, keys, args)
 	}
-	v, err := evalScript(ctx, f.rdb, f.sha, fixedWindowScript, keys, args)
+	v, err := f.rdb.Eval(ctx, f.sha, fixedWindowScript, keys, args...)
 	if err != nil {
 		return FixedWindowResult{}, fmt.Errorf("ratelimit: fixed window script: %w", err)
 	}
@@ -170,7 +162,7 @@ func (f *FixedWindow) Add(ctx context.Context, hits []Hit) (FixedWindowResult, e
 
 // addSlots is Add for keys in several slots: one script per slot, all sent at once, the
 // counts put back in the order of the hits. keys and args are Add's, already validated.
-func (f *FixedWindow) addSlots(ctx context.Context, keys []string, args []interface{}) (FixedWindowResult, error) {
+func (f *FixedWindow) addSlots(ctx context.Context, keys []string, args []any) (FixedWindowResult, error) {
 	groups := bySlot(keys)
 	counts := make([]uint64, len(keys))
 	nows := make([]time.Time, len(groups))
@@ -178,12 +170,12 @@ func (f *FixedWindow) addSlots(ctx context.Context, keys []string, args []interf
 	eachGroup(len(groups), func(g int) {
 		idx := groups[g]
 		gkeys := make([]string, len(idx))
-		gargs := make([]interface{}, 0, 2*len(idx))
+		gargs := make([]any, 0, 2*len(idx))
 		for j, i := range idx {
 			gkeys[j] = keys[i]
 			gargs = append(gargs, args[2*i], args[2*i+1])
 		}
-		v, err := evalScript(ctx, f.rdb, f.sha, fixedWindowScript, gkeys, gargs)
+		v, err := f.rdb.Eval(ctx, f.sha, fixedWindowScript, gkeys, gargs...)
 		if err != nil {
 			errs[g] = fmt.Errorf("ratelimit: fixed window script: %w", err)
 			return

@@ -4,15 +4,14 @@ import (
 	"context"
 	"errors"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
 
+	"github.com/extauthz/extauthz/internal/redisconn"
 	"github.com/extauthz/extauthz/internal/redistest"
 )
 
@@ -21,19 +20,28 @@ import (
 // across several calls do not straddle a boundary.
 const longWindow = maxWindowSeconds
 
-// backend is one Redis implementation the counter must work on. The observers (exists, ttl,
-// flushScripts) go around the client under test, so that they cannot share its bugs.
+// backend is one Redis implementation the counter must work on, reached through the client
+// the sidecar uses. The observers (admin, exists, ttl) go around the client under test, so
+// that they cannot share its bugs.
 type backend struct {
-	rdb          *redis.Client
-	exists       func(t *testing.T, key string) bool
-	ttl          func(t *testing.T, key string) int64
-	flushScripts func(t *testing.T)
+	rdb    *redisconn.Client
+	admin  admin
+	exists func(t *testing.T, key string) bool
+	ttl    func(t *testing.T, key string) int64
 	// stop makes the server unreachable, as an outage.
 	stop func()
 }
 
+// flushScripts makes the server forget every script, as a restart or a failover does.
+func (b *backend) flushScripts(t *testing.T) {
+	t.Helper()
+	if v := b.admin.do(t, "SCRIPT", nil, "FLUSH"); v != "OK" {
+		t.Fatalf("SCRIPT FLUSH: %v", v)
+	}
+}
+
 // backends are the servers every counter case runs against: a real redis-server over a
-// socket, and the embedded miniredis the sidecar offers when no Redis is configured.
+// socket, and miniredis, the embedded store the sidecar offers when no Redis is configured.
 var backends = []struct {
 	name  string
 	start func(t testing.TB) *backend
@@ -42,43 +50,15 @@ var backends = []struct {
 	{"miniredis", startMiniredis},
 }
 
-func newTestClient(t testing.TB, addr string) *redis.Client {
-	rdb := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 200 * time.Millisecond, MaxRetries: 1})
-	t.Cleanup(func() { _ = rdb.Close() })
-	return rdb
-}
-
 func startRedisServer(t testing.TB) *backend {
 	s := redistest.Start(t)
-	do := func(t *testing.T, args ...string) string {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-		defer cancel()
-		line, err := s.Do(ctx, args...)
-		if err != nil {
-			t.Fatalf("%v: %v", args, err)
-		}
-		return line
-	}
-	integer := func(t *testing.T, args ...string) int64 {
-		t.Helper()
-		line := do(t, args...)
-		n, err := strconv.ParseInt(strings.TrimPrefix(line, ":"), 10, 64)
-		if err != nil || !strings.HasPrefix(line, ":") {
-			t.Fatalf("%v: reply %q, want an integer", args, line)
-		}
-		return n
-	}
+	a := admin{newClient(t, s.URL(), false)}
 	return &backend{
-		rdb:    newTestClient(t, s.Addr()),
-		exists: func(t *testing.T, key string) bool { return integer(t, "EXISTS", key) == 1 },
-		ttl:    func(t *testing.T, key string) int64 { return integer(t, "TTL", key) },
-		flushScripts: func(t *testing.T) {
-			if line := do(t, "SCRIPT", "FLUSH"); line != "+OK" {
-				t.Fatalf("SCRIPT FLUSH: %q", line)
-			}
-		},
-		stop: s.Stop,
+		rdb:    newClient(t, s.URL(), true),
+		admin:  a,
+		exists: func(t *testing.T, key string) bool { return a.integer(t, "EXISTS", []string{key}) == 1 },
+		ttl:    func(t *testing.T, key string) int64 { return a.integer(t, "TTL", []string{key}) },
+		stop:   s.Stop,
 	}
 }
 
@@ -88,35 +68,14 @@ func startMiniredis(t testing.TB) *backend {
 		t.Fatalf("start miniredis: %v", err)
 	}
 	t.Cleanup(m.Close)
-	admin := newTestClient(t, m.Addr())
+	url := "redis://" + m.Addr()
 	return &backend{
-		rdb:    newTestClient(t, m.Addr()),
+		rdb:    newClient(t, url, false),
+		admin:  admin{newClient(t, url, false)},
 		exists: func(t *testing.T, key string) bool { return m.Exists(key) },
 		ttl:    func(t *testing.T, key string) int64 { return int64(m.TTL(key) / time.Second) },
-		flushScripts: func(t *testing.T) {
-			if err := admin.ScriptFlush(t.Context()).Err(); err != nil {
-				t.Fatalf("SCRIPT FLUSH: %v", err)
-			}
-		},
-		stop: m.Close,
+		stop:   m.Close,
 	}
-}
-
-// countingScripter counts the calls that reach Redis, to check that the normal case is one
-// EVALSHA.
-type countingScripter struct {
-	Scripter
-	evals, evalShas atomic.Int64
-}
-
-func (c *countingScripter) Eval(ctx context.Context, script string, keys []string, args ...interface{}) *redis.Cmd {
-	c.evals.Add(1)
-	return c.Scripter.Eval(ctx, script, keys, args...)
-}
-
-func (c *countingScripter) EvalSha(ctx context.Context, sha string, keys []string, args ...interface{}) *redis.Cmd {
-	c.evalShas.Add(1)
-	return c.Scripter.EvalSha(ctx, sha, keys, args...)
 }
 
 func add(t *testing.T, f *FixedWindow, hits ...Hit) FixedWindowResult {
@@ -239,25 +198,27 @@ var counterCases = []struct {
 			t.Fatalf("Now %v is %v from the local clock", res.Now, d)
 		}
 	}},
-	{"one EVALSHA per call, EVAL after SCRIPT FLUSH", func(t *testing.T, b *backend) {
+	{"the script goes by its SHA1 and survives SCRIPT FLUSH", func(t *testing.T, b *backend) {
 		c := &countingScripter{Scripter: b.rdb}
 		f := NewFixedWindow(c)
 		h := Hit{Key: "{t}:sha", Window: longWindow, Hits: 1}
-		add(t, f, h) // a fresh server does not know the script yet
-		c.evals.Store(0)
-		c.evalShas.Store(0)
+		add(t, f, h) // a fresh server does not know the script yet: the client EVALs it
+		if !b.admin.scriptExists(t, f.sha) {
+			t.Fatalf("after the first Add the server does not know script %s: EVALSHA would never hit", f.sha)
+		}
+		sha0, eval0, counted := b.admin.scriptCalls(t)
 		for range 3 {
 			add(t, f, h)
 		}
-		if e, s := c.evals.Load(), c.evalShas.Load(); e != 0 || s != 3 {
-			t.Fatalf("3 calls with the script loaded: %d EVAL, %d EVALSHA; want 0 and 3", e, s)
+		if sha, eval, _ := b.admin.scriptCalls(t); counted && (sha-sha0 != 3 || eval != eval0) {
+			t.Fatalf("3 calls with the script loaded: %d EVALSHA, %d EVAL; want 3 and 0", sha-sha0, eval-eval0)
 		}
 		b.flushScripts(t)
 		if got := add(t, f, h).Counts; !equalCounts(got, 5) {
 			t.Fatalf("after SCRIPT FLUSH: got %v, want [5]", got)
 		}
-		if e := c.evals.Load(); e != 1 {
-			t.Fatalf("after SCRIPT FLUSH: %d EVAL, want 1", e)
+		if n, bad := c.calls.Load(), c.badSHA.Load(); n != 5 || bad != 0 {
+			t.Fatalf("%d script calls, %d not named by their SHA1; want 5 and 0", n, bad)
 		}
 	}},
 	{"concurrent adds are exact", func(t *testing.T, b *backend) {
@@ -312,9 +273,7 @@ var counterCases = []struct {
 		f := NewFixedWindow(b.rdb)
 		h := Hit{Key: "{t}:text", Window: longWindow}
 		res := add(t, f, h)
-		if err := b.rdb.Set(t.Context(), windowKey(h, res.Now), "abc", 0).Err(); err != nil {
-			t.Fatal(err)
-		}
+		b.admin.set(t, windowKey(h, res.Now), "abc", 0)
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
 		for _, hits := range []uint64{1, 0} {
@@ -332,9 +291,8 @@ var counterCases = []struct {
 		f := NewFixedWindow(b.rdb)
 		add(t, f, Hit{Key: "{t}:down", Window: 60, Hits: 1})
 		b.stop()
-		// go-redis retries refused dials (5 x 100ms by default) and the client retries the
-		// command once, so without a deadline this takes about 800ms. The caller's deadline
-		// must cut that short: Add adds no waiting of its own.
+		// The client redials in the background and may wait for a dial; the caller's
+		// deadline must cut any waiting short: Add adds no waiting of its own.
 		ctx, cancel := context.WithTimeout(t.Context(), 150*time.Millisecond)
 		defer cancel()
 		start := time.Now()
@@ -381,7 +339,7 @@ func TestAddRejectsInvalidHits(t *testing.T) {
 	if err != nil || !res.Now.IsZero() || res.Counts != nil {
 		t.Errorf("Add(nil) = %+v, %v; want a zero result", res, err)
 	}
-	if n := c.evals.Load() + c.evalShas.Load(); n != 0 {
+	if n := c.calls.Load(); n != 0 {
 		t.Errorf("%d calls reached redis, want 0", n)
 	}
 }

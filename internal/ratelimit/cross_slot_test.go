@@ -9,8 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
+	"github.com/extauthz/extauthz/internal/redisconn"
 	"github.com/extauthz/extauthz/internal/redistest"
 )
 
@@ -18,14 +17,16 @@ import (
 // under test, so that observations cannot share its bugs.
 type slotBackend struct {
 	rdb   Scripter
-	admin redis.UniversalClient
+	admin admin
 	// cluster is set on a Redis Cluster, where spread checks that keys meant for different
 	// masters land on them.
 	cluster *redistest.Cluster
 }
 
 // slotTopologies: plain redis-server, miniredis (the embedded store) and a Redis Cluster of
-// three masters and three replicas with a go-redis ClusterClient as the Scripter.
+// three masters and three replicas, each through a redisconn client as the Scripter. On the
+// Cluster the client refuses a script over keys of several slots (redisconn.ErrCrossSlot),
+// so a call the options failed to split fails the test.
 var slotTopologies = []struct {
 	name  string
 	start func(t *testing.T) *slotBackend
@@ -40,26 +41,18 @@ var slotTopologies = []struct {
 	}},
 	{"cluster", func(t *testing.T) *slotBackend {
 		c := redistest.StartCluster(t)
-		client := func() *redis.ClusterClient {
-			rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), Password: c.Password(), DialTimeout: time.Second})
-			t.Cleanup(func() { _ = rdb.Close() })
-			return rdb
+		rc := newClient(t, c.URL(), true)
+		if !rc.Cluster() {
+			t.Fatalf("client on %s does not report a Cluster", c.URL())
 		}
-		return &slotBackend{rdb: client(), admin: client(), cluster: c}
+		return &slotBackend{rdb: rc, admin: admin{newClient(t, c.URL(), false)}, cluster: c}
 	}},
 }
 
 // get reads a key around the client under test: "" when it does not exist.
 func (b *slotBackend) get(t *testing.T, key string) string {
 	t.Helper()
-	v, err := b.admin.Get(t.Context(), key).Result()
-	if errors.Is(err, redis.Nil) {
-		return ""
-	}
-	if err != nil {
-		t.Fatalf("GET %s: %v", key, err)
-	}
-	return v
+	return b.admin.get(t, key)
 }
 
 // spread checks that keys are in different slots and, on the cluster, on different masters.
@@ -232,9 +225,7 @@ var crossSlotCases = []struct {
 		reqs = append(reqs[:2], shared)
 		b.spread(t, reqs[0].Key, reqs[1].Key)
 		// An Express app counts one hit on the shared key first.
-		if err := b.admin.Eval(t.Context(), rlrIncrement, []string{shared.Key}, "0", "3600000").Err(); err != nil {
-			t.Fatal(err)
-		}
+		b.admin.eval(t, rlrIncrement, []string{shared.Key}, "0", "3600000")
 		for call := int64(1); call <= 3; call++ {
 			if _, ds := allow(t, l, reqs...); !ds[2].Allowed || ds[2].Remaining != 3-call {
 				t.Fatalf("call %d: %+v, want the shared limit allowed with %d left", call, ds, 3-call)
@@ -316,6 +307,42 @@ var crossSlotCases = []struct {
 			if got, want := b.get(t, windowKey(h, res.Now)), strconv.FormatUint(4*h.Hits, 10); got != want {
 				t.Fatalf("hit %d: counter %q, want %q", i, got, want)
 			}
+		}
+	}},
+	{"without the slot options: one script, which a Cluster refuses before sending", func(t *testing.T, b *slotBackend, prefix string) {
+		tags := spreadTags(prefix, 2)
+		reqs := []Request{
+			{Key: "rl:{" + tags[0] + "}", Limit: slotLimit(AlgorithmFixed, 5), Cost: 1},
+			{Key: "rl:{" + tags[1] + "}", Limit: slotLimit(AlgorithmFixed, 5), Cost: 1},
+		}
+		hits := []Hit{{Key: "rls:{" + tags[0] + "}", Window: longWindow, Hits: 1}, {Key: "rls:{" + tags[1] + "}", Window: longWindow, Hits: 1}}
+		b.spread(t, reqs[0].Key, reqs[1].Key)
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		_, _, lerr := NewLimiter(b.rdb).Allow(ctx, reqs)
+		res, ferr := NewFixedWindow(b.rdb).Add(ctx, hits)
+		if b.cluster == nil {
+			// One server runs any keys in one script: the options are for a Cluster only.
+			if lerr != nil || ferr != nil {
+				t.Fatalf("one server, keys of two slots in one script: %v, %v; want both counted", lerr, ferr)
+			}
+			if got := b.get(t, reqs[1].Key); got != "1" {
+				t.Fatalf("counter %q, want \"1\"", got)
+			}
+			return
+		}
+		for _, err := range []error{lerr, ferr} {
+			if !errors.Is(err, redisconn.ErrCrossSlot) || FailureReason(err) != "unavailable" {
+				t.Fatalf("a Cluster, keys of two slots in one script: %v, want ErrCrossSlot (unavailable)", err)
+			}
+		}
+		for _, k := range []string{reqs[0].Key, reqs[1].Key} {
+			if got := b.get(t, k); got != "" {
+				t.Fatalf("a refused script counted %s: %q", k, got)
+			}
+		}
+		if res.Counts != nil {
+			t.Fatalf("a refused Add returned counts %v", res.Counts)
 		}
 	}},
 }

@@ -23,9 +23,9 @@ func Bound(ctx context.Context, d time.Duration) (context.Context, context.Cance
 
 // bounded is a context Bound derived, with the caller's context it came from. Its own
 // deadline ends it with context.DeadlineExceeded; when it ends canceled, the caller's context
-// ended (or the CancelFunc ran), and ContextErr judges the caller's instead: a client that
-// does not stop on a cancellation (go-redis reads on until its socket deadline) returns
-// after our deadline has passed, which must not turn a caller that went away into a timeout.
+// ended (or the CancelFunc ran), and ContextErr judges the caller's instead: a call that
+// does not stop at once on a cancellation (a client still writing or dialing) returns after
+// our deadline has passed, which must not turn a caller that went away into a timeout.
 type bounded struct {
 	context.Context
 	caller context.Context

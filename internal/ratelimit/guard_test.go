@@ -44,7 +44,7 @@ func (s *switchable) Allow(ctx context.Context, reqs []Request) (time.Time, []De
 func newGuardOnRedis(t *testing.T, opts GuardOptions) (*Guard, *switchable, *Limiter) {
 	t.Helper()
 	s := redistest.Start(t)
-	l := NewLimiter(newTestClient(t, s.Addr()))
+	l := NewLimiter(newClient(t, s.URL(), true))
 	inner := &switchable{real: l}
 	return NewGuard(inner, opts), inner, l
 }
@@ -157,11 +157,11 @@ func TestGuardCacheNeverDeniesWhatRedisAllows(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := redistest.Start(t)
-			raw := NewLimiter(newTestClient(t, s.Addr()))
+			raw := NewLimiter(newClient(t, s.URL(), true))
 			var inners [2]*switchable
 			var replicas [2]*Guard
 			for i := range replicas {
-				inners[i] = &switchable{real: NewLimiter(newTestClient(t, s.Addr()))}
+				inners[i] = &switchable{real: NewLimiter(newClient(t, s.URL(), true))}
 				replicas[i] = NewGuard(inners[i], GuardOptions{Size: 100})
 			}
 			r := Request{Key: "{x}:" + tc.name, Limit: tc.limit, Cost: 1}
@@ -354,7 +354,7 @@ func TestGuardFallbackAfterRedisAllowed(t *testing.T) {
 // allowed locally count against what Redis allows after, and the other way round.
 func TestGuardFlapping(t *testing.T) {
 	s := redistest.Start(t)
-	l := NewLimiter(newTestClient(t, s.Addr()))
+	l := NewLimiter(newClient(t, s.URL(), true))
 	var n atomic.Int64
 	flaky := allowFunc(func(ctx context.Context, reqs []Request) (time.Time, []Decision, error) {
 		if n.Add(1)%2 == 0 {

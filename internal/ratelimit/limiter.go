@@ -226,7 +226,8 @@ func scriptSHA(script string) string {
 // keeps its counter over the limit on both sides.
 //
 // With WithClusterSlots, keys in several Redis Cluster slots (by Slot) do not share a
-// script: Allow then sends one script per slot, all at once, each all or nothing within its slot and never counting a denied fixed window alone.
+// script: Allow then sends one script per slot, all at once, each all or nothing within its
+// slot and never counting a denied fixed window alone (see the package doc).
 // When every slot allows, the call is counted as one script would count it. When a slot
 // denies, a second script per slot that counted takes its counts back (a second round trip,
 // for denied calls only), and their decisions are reported as not counted: the counters end
@@ -240,13 +241,14 @@ func scriptSHA(script string) string {
 //
 // ctx bounds the call, undo included; Allow sets no deadline of its own. No requests means
 // no call and a zero result. Errors wrap ErrInvalidRequest for bad input, ErrBadReply for a
-// reply of the wrong shape, and otherwise the go-redis or context error.
+// reply of the wrong shape, and otherwise the client's error (redisconn's, a Redis error
+// reply) or the context's.
 func (l *Limiter) Allow(ctx context.Context, reqs []Request) (now time.Time, ds []Decision, err error) {
 	if len(reqs) == 0 {
 		return time.Time{}, nil, nil
 	}
 	keys := make([]string, len(reqs))
-	args := make([]interface{}, 0, limiterArgs*len(reqs))
+	args := make([]any, 0, limiterArgs*len(reqs))
 	for i, r := range reqs {
 		iv, err := r.Limit.validate(r.Cost)
 		if err == nil && r.Key == "" {
@@ -266,7 +268,7 @@ func (l *Limiter) Allow(ctx context.Context, reqs []Request) (now time.Time, ds 
 	if l.clusterSlots && !oneSlot(keys) {
 		return l.allowSlots(ctx, reqs, keys, args)
 	}
-	v, err := evalScript(ctx, l.rdb, l.sha, limiterScript, keys, args)
+	v, err := l.rdb.Eval(ctx, l.sha, limiterScript, keys, args...)
 	if err != nil {
 		return time.Time{}, nil, fmt.Errorf("ratelimit: limiter script: %w", err)
 	}

@@ -42,11 +42,16 @@ return {hits, ttl}
 // resetExpiryOnChange off, as its lib.ts sends ARGV) does, and returns its reply.
 func expressHit(t *testing.T, b *limiterBackend, key string, window time.Duration) (hits, pttl int64) {
 	t.Helper()
-	v, err := b.admin.Eval(t.Context(), rlrIncrement, []string{key}, "0", strconv.FormatInt(window.Milliseconds(), 10)).Int64Slice()
-	if err != nil || len(v) != 2 {
-		t.Fatalf("rate-limit-redis increment: %v %v", v, err)
+	v, ok := b.admin.eval(t, rlrIncrement, []string{key}, "0", strconv.FormatInt(window.Milliseconds(), 10)).([]any)
+	if !ok || len(v) != 2 {
+		t.Fatalf("rate-limit-redis increment: reply %v", v)
 	}
-	return v[0], v[1]
+	hits, ok1 := v[0].(int64)
+	pttl, ok2 := v[1].(int64)
+	if !ok1 || !ok2 {
+		t.Fatalf("rate-limit-redis increment: reply %v, want two integers", v)
+	}
+	return hits, pttl
 }
 
 var interopCases = []struct {
@@ -90,26 +95,22 @@ var interopCases = []struct {
 		if hits != 3 || pttl <= 0 || pttl > 60000 {
 			t.Fatalf("express after 2 sidecar hits: {%d, %d}, want {3, (0, 60000]}", hits, pttl)
 		}
-		v, err := b.admin.Eval(t.Context(), rlrGet, []string{key}).Slice()
-		if err != nil || len(v) != 2 || v[0] != "3" {
-			t.Fatalf("rate-limit-redis get: %v %v, want [\"3\" pttl]", v, err)
+		v, ok := b.admin.eval(t, rlrGet, []string{key}).([]any)
+		if !ok || len(v) != 2 || v[0] != "3" {
+			t.Fatalf("rate-limit-redis get: %v, want [\"3\" pttl]", v)
 		}
 	}},
 	{"a key without expiry opens a new window on both sides", func(t *testing.T, b *limiterBackend) {
 		l := NewLimiter(b.rdb)
 		r := Request{Key: "rl:stale", Limit: Limit{Requests: 5, Window: time.Minute}, Cost: 1}
-		if err := b.admin.Set(t.Context(), r.Key, "9", 0).Err(); err != nil {
-			t.Fatal(err)
-		}
+		b.admin.set(t, r.Key, "9", 0)
 		if d := allowOne(t, l, r); !d.Allowed || d.Remaining != 4 {
 			t.Fatalf("sidecar on a key without expiry: %+v, want a new window", d)
 		}
-		if pttl := b.admin.PTTL(t.Context(), r.Key).Val(); pttl <= 0 || pttl > time.Minute {
+		if pttl := b.admin.pttl(t, r.Key); pttl <= 0 || pttl > time.Minute {
 			t.Fatalf("PTTL %v after opening a window, want (0, 1m]", pttl)
 		}
-		if err := b.admin.Persist(t.Context(), r.Key).Err(); err != nil {
-			t.Fatal(err)
-		}
+		b.admin.do(t, "PERSIST", []string{r.Key})
 		if hits, pttl := expressHit(t, b, r.Key, time.Minute); hits != 1 || pttl != 60000 {
 			t.Fatalf("express on a key without expiry: {%d, %d}, want {1, 60000}", hits, pttl)
 		}

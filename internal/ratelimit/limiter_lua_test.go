@@ -5,6 +5,8 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"github.com/extauthz/extauthz/internal/redisconn"
 )
 
 func TestParseLimiterReply(t *testing.T) {
@@ -99,20 +101,14 @@ func TestLimiterAllowBadReply(t *testing.T) {
 	}
 }
 
-func TestLimiterFallsBackToEval(t *testing.T) {
+// The client's errors come back wrapped, for errors.Is and FailureReason.
+func TestLimiterReturnsClientErrors(t *testing.T) {
 	reqs := []Request{{Key: "k", Limit: Limit{Requests: 5, Window: time.Second}, Cost: 1}}
-	l := NewLimiter(fakeScripter{
-		reply: []interface{}{int64(1700000000), int64(0), int64(1), int64(4), int64(1e6), int64(0)},
-		err:   noScript("NOSCRIPT No matching script. Please use EVAL."),
-	})
-	_, ds, err := l.Allow(t.Context(), reqs)
-	if err != nil || ds[0].Remaining != 4 {
-		t.Fatalf("Allow: %+v, %v; want remaining 4", ds, err)
-	}
-	other := noScript("ERR something else")
-	_, _, err = NewLimiter(fakeScripter{err: other, evalErr: errors.New("eval must not run")}).Allow(t.Context(), reqs)
-	if !errors.Is(err, other) {
-		t.Fatalf("error %v, want %v", err, other)
+	for _, want := range []error{replyError("ERR something else"), redisconn.ErrNil, redisconn.ErrBusy} {
+		_, ds, err := NewLimiter(fakeScripter{err: want}).Allow(t.Context(), reqs)
+		if !errors.Is(err, want) || ds != nil {
+			t.Errorf("Allow with the client failing %v: %+v, %v; want no decisions and the error", want, ds, err)
+		}
 	}
 }
 
@@ -144,7 +140,7 @@ func TestLimiterRejectsInvalidRequests(t *testing.T) {
 			if tc.r.Key != "" && tc.r.Cost == 0 && !errors.Is(tc.r.Limit.Validate(), ErrInvalidRequest) {
 				t.Fatalf("Limit.Validate accepted %+v", tc.r.Limit)
 			}
-			if n := c.evals.Load() + c.evalShas.Load(); n != 0 {
+			if n := c.calls.Load(); n != 0 {
 				t.Fatalf("%d calls reached redis, want 0", n)
 			}
 		})
@@ -158,7 +154,7 @@ func TestLimiterRejectsInvalidRequests(t *testing.T) {
 	t.Run("no requests", func(t *testing.T) {
 		c := &countingScripter{Scripter: fakeScripter{}}
 		now, ds, err := NewLimiter(c).Allow(t.Context(), nil)
-		if err != nil || !now.IsZero() || ds != nil || c.evalShas.Load() != 0 {
+		if err != nil || !now.IsZero() || ds != nil || c.calls.Load() != 0 {
 			t.Fatalf("Allow(nil) = %v, %v, %v; want a zero result and no call", now, ds, err)
 		}
 	})

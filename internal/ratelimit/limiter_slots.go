@@ -10,7 +10,7 @@ import (
 // allowSlots is Allow for keys in several slots: one limiterGroupScript per slot, then, when
 // a slot denied, one limiterUndoScript per slot that counted. keys and args are Allow's,
 // already validated.
-func (l *Limiter) allowSlots(ctx context.Context, reqs []Request, keys []string, args []interface{}) (time.Time, []Decision, error) {
+func (l *Limiter) allowSlots(ctx context.Context, reqs []Request, keys []string, args []any) (time.Time, []Decision, error) {
 	groups := bySlot(keys)
 	ds := make([]Decision, len(reqs))
 	nows := make([]time.Time, len(groups))
@@ -19,12 +19,12 @@ func (l *Limiter) allowSlots(ctx context.Context, reqs []Request, keys []string,
 		idx := groups[g]
 		gkeys := make([]string, len(idx))
 		greqs := make([]Request, len(idx))
-		gargs := make([]interface{}, 0, limiterArgs*len(idx))
+		gargs := make([]any, 0, limiterArgs*len(idx))
 		for j, i := range idx {
 			gkeys[j], greqs[j] = keys[i], reqs[i]
 			gargs = append(gargs, args[limiterArgs*i:limiterArgs*(i+1)]...)
 		}
-		v, err := evalScript(ctx, l.rdb, l.groupSHA, limiterGroupScript, gkeys, gargs)
+		v, err := l.rdb.Eval(ctx, l.groupSHA, limiterGroupScript, gkeys, gargs...)
 		if err != nil {
 			errs[g] = fmt.Errorf("ratelimit: limiter script: %w", err)
 			return
@@ -85,7 +85,7 @@ func (l *Limiter) undo(ctx context.Context, reqs []Request, ds []Decision, group
 			}
 		}
 		keys := make([]string, len(idx))
-		args := make([]interface{}, 0, undoArgs*len(idx))
+		args := make([]any, 0, undoArgs*len(idx))
 		for j, i := range idx {
 			r := &reqs[i]
 			w := r.Limit.Window.Milliseconds()
@@ -101,7 +101,7 @@ func (l *Limiter) undo(ctx context.Context, reqs []Request, ds []Decision, group
 				args = append(args, int(AlgorithmGCRA), r.Cost*r.Limit.interval(), 0, 0)
 			}
 		}
-		v, err := evalScript(ctx, l.rdb, l.undoSHA, limiterUndoScript, keys, args)
+		v, err := l.rdb.Eval(ctx, l.undoSHA, limiterUndoScript, keys, args...)
 		var done []int64
 		if err == nil {
 			done, err = parseUndoReply(v, len(idx))

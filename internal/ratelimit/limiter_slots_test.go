@@ -8,8 +8,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // scriptCall is one script a slotRecorder received.
@@ -47,28 +45,25 @@ func newSlotRecorder(t *testing.T) *slotRecorder {
 	return &slotRecorder{t: t, deny: map[string]bool{}, fail: map[string]bool{}, remaining: map[string]int64{}, all: make(chan struct{})}
 }
 
-func (r *slotRecorder) Eval(ctx context.Context, script string, keys []string, args ...interface{}) *redis.Cmd {
-	return r.run(script, keys, args)
-}
-
-func (r *slotRecorder) EvalSha(ctx context.Context, sha string, keys []string, args ...interface{}) *redis.Cmd {
-	for _, s := range []string{limiterScript, limiterGroupScript, limiterUndoScript, fixedWindowScript} {
-		if scriptSHA(s) == sha {
-			return r.run(s, keys, args)
-		}
+func (r *slotRecorder) Eval(ctx context.Context, sha, script string, keys []string, args ...any) (any, error) {
+	if scriptSHA(script) != sha {
+		r.t.Errorf("script named %s, not by its SHA1 %s", sha, scriptSHA(script))
 	}
-	return redis.NewCmdResult(nil, errors.New("NOSCRIPT No matching script"))
-}
-
-func (r *slotRecorder) run(script string, keys []string, args []interface{}) *redis.Cmd {
+	known := false
+	for _, s := range []string{limiterScript, limiterGroupScript, limiterUndoScript, fixedWindowScript} {
+		known = known || s == script
+	}
+	if !known {
+		r.t.Errorf("a script this package does not have: %.40q", script)
+	}
 	for _, k := range keys[1:] {
 		if Slot(k) != Slot(keys[0]) {
 			r.t.Errorf("one script over keys of several slots: %q", keys)
-			return redis.NewCmdResult(nil, errors.New("CROSSSLOT Keys in request don't hash to the same slot"))
+			return nil, replyError("CROSSSLOT Keys in request don't hash to the same slot")
 		}
 	}
 	r.mu.Lock()
-	r.calls = append(r.calls, scriptCall{script: script, keys: append([]string(nil), keys...), args: append([]interface{}(nil), args...)})
+	r.calls = append(r.calls, scriptCall{script: script, keys: append([]string(nil), keys...), args: append([]any(nil), args...)})
 	if script != limiterUndoScript {
 		if r.arrived++; r.arrived == r.together {
 			close(r.all)
@@ -84,15 +79,15 @@ func (r *slotRecorder) run(script string, keys []string, args []interface{}) *re
 	}
 	for _, k := range keys {
 		if r.fail[k] {
-			return redis.NewCmdResult(nil, errors.New("ERR injected failure"))
+			return nil, replyError("ERR injected failure")
 		}
 	}
 	// Each slot's script reads its own clock: a second plus the slot in microseconds.
-	reply := []interface{}{int64(1_700_000_000), int64(Slot(keys[0]))}
+	reply := []any{int64(1_700_000_000), int64(Slot(keys[0]))}
 	switch script {
 	case limiterUndoScript:
 		if r.undoErr != nil {
-			return redis.NewCmdResult(nil, r.undoErr)
+			return nil, r.undoErr
 		}
 		reply = reply[:0]
 		for range keys {
@@ -111,7 +106,7 @@ func (r *slotRecorder) run(script string, keys []string, args []interface{}) *re
 			}
 		}
 	}
-	return redis.NewCmdResult(reply, nil)
+	return reply, nil
 }
 
 // scripts are the recorded calls of one script, in no particular order but sorted by
@@ -419,7 +414,7 @@ func TestLimiterUndoScript(t *testing.T) {
 			b := be.start(t)
 			undo := func(t *testing.T, key string, args ...interface{}) int64 {
 				t.Helper()
-				v, err := evalScript(t.Context(), b.rdb, scriptSHA(limiterUndoScript), limiterUndoScript, []string{key}, args)
+				v, err := b.rdb.Eval(t.Context(), scriptSHA(limiterUndoScript), limiterUndoScript, []string{key}, args...)
 				if err != nil {
 					t.Fatalf("undo %s %v: %v", key, args, err)
 				}
@@ -431,17 +426,11 @@ func TestLimiterUndoScript(t *testing.T) {
 			}
 			set := func(t *testing.T, key, v string, ttl time.Duration) {
 				t.Helper()
-				if err := b.admin.Set(t.Context(), key, v, ttl).Err(); err != nil {
-					t.Fatal(err)
-				}
+				b.admin.set(t, key, v, ttl)
 			}
 			clock := func(t *testing.T) time.Time {
 				t.Helper()
-				now, err := b.admin.Time(t.Context()).Result()
-				if err != nil {
-					t.Fatal(err)
-				}
-				return now
+				return b.admin.time(t)
 			}
 			const w = 60000 // ms
 			for _, tc := range []struct {
@@ -478,12 +467,8 @@ func TestLimiterUndoScript(t *testing.T) {
 					if got := undo(t, key, tc.args(now)...); got != tc.done {
 						t.Fatalf("undo answered %d, want %d", got, tc.done)
 					}
-					v, err := b.admin.Get(t.Context(), key).Result()
-					if errors.Is(err, redis.Nil) {
-						v, err = "", nil
-					}
-					if err != nil || v != tat(tc.want) {
-						t.Fatalf("value after undo %q (%v), want %q", v, err, tat(tc.want))
+					if v := b.admin.get(t, key); v != tat(tc.want) {
+						t.Fatalf("value after undo %q, want %q", v, tat(tc.want))
 					}
 				})
 			}

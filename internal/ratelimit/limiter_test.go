@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
 
+	"github.com/extauthz/extauthz/internal/redisconn"
 	"github.com/extauthz/extauthz/internal/redistest"
 )
 
@@ -18,8 +18,8 @@ import (
 // move. admin goes around the client under test, so that observations cannot share its
 // bugs.
 type limiterBackend struct {
-	rdb   *redis.Client
-	admin *redis.Client
+	rdb   *redisconn.Client
+	admin admin
 	// sleep lets d pass on the server's clock.
 	sleep func(d time.Duration)
 	// alignTo waits until the server's clock is off into a window of w since the epoch.
@@ -43,8 +43,8 @@ var limiterBackends = []struct {
 func startLimiterRedis(t testing.TB) *limiterBackend {
 	s := redistest.Start(t)
 	return &limiterBackend{
-		rdb:   newTestClient(t, s.Addr()),
-		admin: newTestClient(t, s.Addr()),
+		rdb:   newClient(t, s.URL(), true),
+		admin: admin{newClient(t, s.URL(), false)},
 		sleep: time.Sleep,
 		alignTo: func(w, off time.Duration) {
 			now := time.Now()
@@ -64,9 +64,10 @@ func startLimiterMiniredis(t testing.TB) *limiterBackend {
 	now := time.Unix(1_700_000_000, 0)
 	m.SetTime(now)
 	m.ClockTTL(true)
+	url := "redis://" + m.Addr()
 	return &limiterBackend{
-		rdb:   newTestClient(t, m.Addr()),
-		admin: newTestClient(t, m.Addr()),
+		rdb:   newClient(t, url, false),
+		admin: admin{newClient(t, url, false)},
 		sleep: func(d time.Duration) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -116,14 +117,7 @@ func allowOne(t *testing.T, l *Limiter, r Request) Decision {
 // get reads a key around the limiter: "" when it does not exist.
 func (b *limiterBackend) get(t *testing.T, key string) string {
 	t.Helper()
-	v, err := b.admin.Get(t.Context(), key).Result()
-	if errors.Is(err, redis.Nil) {
-		return ""
-	}
-	if err != nil {
-		t.Fatalf("GET %s: %v", key, err)
-	}
-	return v
+	return b.admin.get(t, key)
 }
 
 // within checks got against want: exactly on a clock that stands still, else in
@@ -361,41 +355,35 @@ var limiterCases = []struct {
 	}},
 	{"Now is Redis time", func(t *testing.T, b *limiterBackend) {
 		now, _ := allow(t, NewLimiter(b.rdb), Request{Key: "{t}", Limit: Limit{Requests: 1, Window: time.Second}})
-		want, err := b.admin.Time(t.Context()).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
+		want := b.admin.time(t)
 		if d := want.Sub(now); d < 0 || d > time.Second {
 			t.Fatalf("Now %v, server TIME %v after it", now, want)
 		}
 	}},
-	{"one EVALSHA per call, EVAL after SCRIPT FLUSH", func(t *testing.T, b *limiterBackend) {
+	{"the script goes by its SHA1 and survives SCRIPT FLUSH", func(t *testing.T, b *limiterBackend) {
 		c := &countingScripter{Scripter: b.rdb}
 		l := NewLimiter(c)
 		r := Request{Key: "{t}", Limit: Limit{Requests: 100, Window: time.Minute, Algorithm: AlgorithmGCRA}, Cost: 1}
 		allowOne(t, l, r)
-		c.evals.Store(0)
-		c.evalShas.Store(0)
+		if !b.admin.scriptExists(t, l.sha) {
+			t.Fatalf("after the first Allow the server does not know script %s: EVALSHA would never hit", l.sha)
+		}
 		for range 3 {
 			allowOne(t, l, r)
 		}
-		if e, s := c.evals.Load(), c.evalShas.Load(); e != 0 || s != 3 {
-			t.Fatalf("3 calls with the script loaded: %d EVAL, %d EVALSHA; want 0 and 3", e, s)
+		b.admin.do(t, "SCRIPT", nil, "FLUSH")
+		if d := allowOne(t, l, r); d.Remaining != 95 {
+			t.Fatalf("after SCRIPT FLUSH: %+v, want remaining 95", d)
 		}
-		if err := b.admin.ScriptFlush(t.Context()).Err(); err != nil {
-			t.Fatal(err)
-		}
-		if d := allowOne(t, l, r); d.Remaining != 95 || c.evals.Load() != 1 {
-			t.Fatalf("after SCRIPT FLUSH: %+v and %d EVAL, want remaining 95 and 1 EVAL", d, c.evals.Load())
+		if n, bad := c.calls.Load(), c.badSHA.Load(); n != 5 || bad != 0 {
+			t.Fatalf("%d script calls, %d not named by their SHA1; want 5 and 0", n, bad)
 		}
 	}},
 	{"a stored value of the wrong kind is the server's error", func(t *testing.T, b *limiterBackend) {
 		l := NewLimiter(b.rdb)
 		for _, algo := range []Algorithm{AlgorithmFixed, AlgorithmGCRA} {
 			key := "{t}:" + algo.String()
-			if err := b.admin.Set(t.Context(), key, "abc", time.Minute).Err(); err != nil {
-				t.Fatal(err)
-			}
+			b.admin.set(t, key, "abc", time.Minute)
 			_, _, err := l.Allow(t.Context(), []Request{{Key: key, Limit: Limit{Requests: 1, Window: time.Second, Algorithm: algo}, Cost: 1}})
 			if err == nil || errors.Is(err, ErrBadReply) {
 				t.Fatalf("%v on a non-number: error %v, want the script's error", algo, err)

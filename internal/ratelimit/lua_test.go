@@ -5,9 +5,8 @@ import (
 	"errors"
 	"math"
 	"testing"
-	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/extauthz/extauthz/internal/redisconn"
 )
 
 func TestParseFixedWindowReply(t *testing.T) {
@@ -62,27 +61,21 @@ func TestParseFixedWindowReply(t *testing.T) {
 	}
 }
 
-// fakeScripter answers every call with a fixed reply, to feed Add what a broken server or
-// proxy might send.
+// fakeScripter answers every call with a fixed reply or error, to feed the package what a
+// broken server or proxy might send.
 type fakeScripter struct {
-	reply   interface{}
-	err     error
-	evalErr error
+	reply any
+	err   error
 }
 
-func (f fakeScripter) Eval(ctx context.Context, script string, keys []string, args ...interface{}) *redis.Cmd {
-	return redis.NewCmdResult(f.reply, f.evalErr)
+func (f fakeScripter) Eval(ctx context.Context, sha, src string, keys []string, args ...any) (any, error) {
+	return f.reply, f.err
 }
 
-func (f fakeScripter) EvalSha(ctx context.Context, sha string, keys []string, args ...interface{}) *redis.Cmd {
-	return redis.NewCmdResult(f.reply, f.err)
-}
+// replyError is an error reply as the client reports one from the server.
+type replyError string
 
-// noScript is a reply error as go-redis reports one from the server.
-type noScript string
-
-func (e noScript) Error() string { return string(e) }
-func (noScript) RedisError()     {}
+func (e replyError) Error() string { return string(e) }
 
 func TestAddBadReply(t *testing.T) {
 	hits := []Hit{{Key: "k", Window: 60, Hits: 1}}
@@ -98,22 +91,14 @@ func TestAddBadReply(t *testing.T) {
 	}
 }
 
-func TestAddFallsBackToEval(t *testing.T) {
-	f := NewFixedWindow(fakeScripter{
-		reply: []interface{}{int64(1700000000), int64(500000), int64(9)},
-		err:   noScript("NOSCRIPT No matching script. Please use EVAL."),
-	})
-	res, err := f.Add(t.Context(), []Hit{{Key: "k", Window: 60, Hits: 1}})
-	if err != nil {
-		t.Fatalf("Add: %v", err)
-	}
-	if want := time.Unix(1700000000, 500_000_000); !res.Now.Equal(want) || !equalCounts(res.Counts, 9) {
-		t.Fatalf("got %v %v, want %v [9]", res.Now, res.Counts, want)
-	}
-	// Any other error is returned as it is, without a second call.
-	other := noScript("ERR something else")
-	_, err = NewFixedWindow(fakeScripter{err: other, evalErr: errors.New("eval must not run")}).Add(t.Context(), []Hit{{Key: "k", Window: 60, Hits: 1}})
-	if !errors.Is(err, other) {
-		t.Fatalf("error %v, want %v", err, other)
+// The client's errors come back wrapped, for errors.Is and FailureReason; a nil reply (which
+// the script never gives) is the client's ErrNil, not a zero count.
+func TestAddReturnsClientErrors(t *testing.T) {
+	hits := []Hit{{Key: "k", Window: 60, Hits: 1}}
+	for _, want := range []error{replyError("ERR something else"), redisconn.ErrNil, redisconn.ErrNotReady, context.DeadlineExceeded} {
+		res, err := NewFixedWindow(fakeScripter{err: want}).Add(t.Context(), hits)
+		if !errors.Is(err, want) || res.Counts != nil {
+			t.Errorf("Add with the client failing %v: %+v, %v; want no counts and the error", want, res, err)
+		}
 	}
 }

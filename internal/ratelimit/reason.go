@@ -4,19 +4,26 @@ import (
 	"context"
 	"errors"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/extauthz/extauthz/internal/redisconn"
 )
 
 // FailureReason names a backend failure with a bounded word for metrics and logs, never
-// echoing a key or value: "timeout" (a deadline, a socket timeout or an exhausted pool),
-// "canceled", "bad_reply" (a reply of the wrong shape) or "unavailable". When the call ran
+// echoing a key or value: "timeout" (a deadline or a socket timeout), "canceled",
+// "bad_reply" (a reply of the wrong shape) or "unavailable" (anything else: a refused or
+// broken connection, an error reply, and the client's own refusals below). When the call ran
 // under a caller's context, use CallReason: the error alone cannot tell a caller's deadline
 // from a cancellation.
+//
+// redisconn.ErrNotReady (no connection to Redis yet) and redisconn.ErrBusy (too many commands
+// in flight) are "unavailable", never "timeout", even when they come with a deadline close
+// by: the client refuses them at once without waiting, so a timeout alert must not fire for
+// a Redis that is down or a sidecar that is overloaded, and those have their own signals.
 func FailureReason(err error) string {
 	var ne interface{ Timeout() bool }
 	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, redis.ErrPoolTimeout),
-		errors.As(err, &ne) && ne.Timeout():
+	case errors.Is(err, redisconn.ErrNotReady), errors.Is(err, redisconn.ErrBusy):
+		return "unavailable"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return "timeout"
 	case errors.Is(err, context.Canceled):
 		return "canceled"

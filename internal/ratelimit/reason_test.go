@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/extauthz/extauthz/internal/redisconn"
 )
 
 func TestFailureReason(t *testing.T) {
@@ -20,7 +20,12 @@ func TestFailureReason(t *testing.T) {
 	}{
 		{"deadline", fmt.Errorf("wrapped: %w", context.DeadlineExceeded), "timeout"},
 		{"socket timeout", timeoutErr, "timeout"},
-		{"pool timeout", redis.ErrPoolTimeout, "timeout"},
+		// The client refuses these at once: Redis is not reachable yet, or the sidecar is
+		// overloaded. Neither waited for anything, so neither is a timeout.
+		{"not connected yet", redisconn.ErrNotReady, "unavailable"},
+		{"not connected yet, wrapped", fmt.Errorf("ratelimit: limiter script: %w", redisconn.ErrNotReady), "unavailable"},
+		{"too many in flight", fmt.Errorf("ratelimit: fixed window script: %w", redisconn.ErrBusy), "unavailable"},
+		{"cross slot", fmt.Errorf("x: %w", redisconn.ErrCrossSlot), "unavailable"},
 		{"canceled", context.Canceled, "canceled"},
 		{"bad reply", fmt.Errorf("%w: short", ErrBadReply), "bad_reply"},
 		{"refused", errors.New("dial tcp 127.0.0.1:1: connect: connection refused"), "unavailable"},
@@ -73,6 +78,8 @@ func TestCallReason(t *testing.T) {
 	}{
 		{"live context, backend refused", context.Background(), refused, "unavailable", nil},
 		{"live context, our deadline", context.Background(), context.DeadlineExceeded, "timeout", nil},
+		{"live context, not connected", context.Background(), redisconn.ErrNotReady, "unavailable", nil},
+		{"live context, busy", context.Background(), redisconn.ErrBusy, "unavailable", nil},
 		{"expired context, socket error", expired, refused, "timeout", context.DeadlineExceeded},
 		{"passed deadline, timer not fired", passed, socketTimeout, "timeout", context.DeadlineExceeded},
 		{"canceled at the deadline (stream reset)", canceledAt(time.Millisecond), context.Canceled, "timeout", context.DeadlineExceeded},

@@ -13,8 +13,6 @@ import (
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	"github.com/redis/go-redis/v9"
-	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -34,12 +32,6 @@ type countCalls struct {
 func (c *countCalls) Add(ctx context.Context, hits []ratelimit.Hit) (ratelimit.FixedWindowResult, error) {
 	c.n.Add(1)
 	return c.Counter.Add(ctx, hits)
-}
-
-func newGoRedis(t *testing.T, r *redistest.Server) *redis.Client {
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
-	t.Cleanup(func() { rdb.Close() })
-	return rdb
 }
 
 func withHits(d *ratelimitv3.RateLimitDescriptor, n uint64) *ratelimitv3.RateLimitDescriptor {
@@ -65,7 +57,7 @@ func many(n int, kv ...string) []*ratelimitv3.RateLimitDescriptor {
 func TestRequestBounds(t *testing.T) {
 	var calls *countCalls
 	e := newEnvWith(t, rls.Options{Timeout: time.Second}, func(r *redistest.Server) rls.Counter {
-		calls = &countCalls{Counter: ratelimit.NewFixedWindow(newGoRedis(t, r))}
+		calls = &countCalls{Counter: ratelimit.NewFixedWindow(newClient(t, r.URL()))}
 		return calls
 	})
 	entries := make([]string, 0, 2*(rls.DefaultMaxEntries+1))
@@ -166,22 +158,13 @@ func TestOverrideWindowsAndEveryKeyExpires(t *testing.T) {
 		e.call(t, math.MaxUint32, desc("every", "", "unit", u))
 		e.call(t, math.MaxUint32, desc("every", "", "unit", u))
 	}
-	ctx := t.Context()
-	n := 0
-	iter := e.rdb.Scan(ctx, 0, "*", 100).Iterator()
-	for iter.Next(ctx) {
-		n++
-		ttl, err := e.rdb.TTL(ctx, iter.Val()).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ttl <= 0 {
-			t.Errorf("key %s has TTL %v, want > 0", iter.Val(), ttl)
+	keys := scan(t, e.rdb, "*")
+	for _, k := range keys {
+		if ttl := ttl(t, e.rdb, k); ttl <= 0 {
+			t.Errorf("key %s has TTL %v, want > 0", k, ttl)
 		}
 	}
-	if err := iter.Err(); err != nil {
-		t.Fatal(err)
-	}
+	n := len(keys)
 	if n != 3+7 {
 		t.Errorf("scanned %d keys, want 10 (3 overrides, 7 units)", n)
 	}
@@ -219,18 +202,13 @@ func TestLongValuesMakeShortKeys(t *testing.T) {
 
 // A hits_addend near 2^63 once made Redis answer a number the client read as a protocol
 // error, closing the shared pipelined connection and failing unrelated decisions. Now it is
-// InvalidArgument before any Redis call, and concurrent decisions on the same Pipe all
-// succeed with the connection kept.
+// InvalidArgument before any Redis call, and concurrent decisions on the same client (one
+// multiplexed connection) all succeed with the connection kept.
 func TestHugeHitsAddendLeavesOtherDecisionsAlone(t *testing.T) {
 	var failures atomic.Int64
-	e := newEnvWith(t, rls.Options{Timeout: 2 * time.Second, CounterBounded: true}, func(r *redistest.Server) rls.Counter {
-		c, err := redisconn.New(redisconn.Options{URL: r.URL(), Timeout: 2 * time.Second}, zap.NewNop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := c.NewPipe(redisconn.PipeOptions{Conns: 1, OnFailure: func(string, error) { failures.Add(1) }})
-		t.Cleanup(func() { _ = p.Close(); _ = c.Close() })
-		return ratelimit.NewFixedWindow(p)
+	e := newEnvWith(t, rls.Options{Timeout: 2 * time.Second}, func(r *redistest.Server) rls.Counter {
+		c := newClientWith(t, redisconn.Options{URL: r.URL(), Timeout: 2 * time.Second, OnConnFailure: func(string) { failures.Add(1) }})
+		return ratelimit.NewFixedWindow(c)
 	})
 	const workers, each = 16, 25
 	var wg sync.WaitGroup
@@ -261,7 +239,7 @@ func TestHugeHitsAddendLeavesOtherDecisionsAlone(t *testing.T) {
 		t.Fatalf("%d calls answered wrongly; first: %v", n, first.Load())
 	}
 	if n := failures.Load(); n != 0 {
-		t.Fatalf("the pipe reported %d connection failures, want 0", n)
+		t.Fatalf("the client reported %d connection failures, want 0", n)
 	}
 }
 

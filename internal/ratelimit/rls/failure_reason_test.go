@@ -9,7 +9,6 @@ import (
 
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
-	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -17,20 +16,14 @@ import (
 	"github.com/extauthz/extauthz/internal/metrics/metricstest"
 	"github.com/extauthz/extauthz/internal/ratelimit"
 	"github.com/extauthz/extauthz/internal/ratelimit/rls"
-	"github.com/extauthz/extauthz/internal/redisconn"
 	"github.com/extauthz/extauthz/internal/redistest"
 )
 
 // A caller's deadline (Envoy's ratelimit filter timeout, 20 ms by default, arriving as the
 // call's grpc-timeout) against a Redis that does not answer is a timeout in the metrics and
 // the gRPC code, never a cancellation; a caller that goes away is canceled. Both are real gRPC
-// calls to a Redis stopped with SIGSTOP, on each of the decision backends serve.go wires.
+// calls to a Redis stopped with SIGSTOP, through the redisconn client serve.go wires.
 func TestCallerDeadlineIsTimeout(t *testing.T) {
-	type backend struct {
-		name    string
-		bounded bool // the backend bounds its calls itself, as CounterBounded says
-	}
-	backends := []backend{{"pipe", true}, {"go-redis", false}}
 	tests := []struct {
 		name string
 		// call makes the client's context: a 20 ms deadline, or a cancellation after 10 ms.
@@ -47,64 +40,49 @@ func TestCallerDeadlineIsTimeout(t *testing.T) {
 			return ctx, cancel
 		}, "canceled", codes.Canceled},
 	}
-	for _, b := range backends {
-		for _, tt := range tests {
-			t.Run(b.name+"/"+tt.name, func(t *testing.T) {
-				r := redistest.Start(t)
-				m := metrics.New()
-				client := startPausable(t, r, b.name, m)
-				// One answered call first, so the connections are up when Redis stops.
-				if _, err := client.ShouldRateLimit(context.Background(), reasonRequest()); err != nil {
-					t.Fatalf("warm-up call: %v", err)
-				}
-				r.Pause()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := redistest.Start(t)
+			m := metrics.New()
+			client := startPausable(t, r, m)
+			// One answered call first, so the connections are up when Redis stops.
+			if _, err := client.ShouldRateLimit(context.Background(), reasonRequest()); err != nil {
+				t.Fatalf("warm-up call: %v", err)
+			}
+			r.Pause()
 
-				ctx, cancel := tt.call()
-				defer cancel()
-				_, err := client.ShouldRateLimit(ctx, reasonRequest())
-				if got := status.Code(err); got != codes.DeadlineExceeded && got != codes.Canceled {
-					t.Fatalf("call against a paused Redis: %v, want the client's deadline or cancellation", err)
+			ctx, cancel := tt.call()
+			defer cancel()
+			_, err := client.ShouldRateLimit(ctx, reasonRequest())
+			if got := status.Code(err); got != codes.DeadlineExceeded && got != codes.Canceled {
+				t.Fatalf("call against a paused Redis: %v, want the client's deadline or cancellation", err)
+			}
+			// The client gives up before the server has recorded the call: wait for the
+			// record, then read every series it wrote.
+			series := waitSeries(t, m, `extauthz_rls_requests_total{code="`+tt.wantCode.String()+`",domain="edge"}`)
+			wantErr := fmt.Sprintf(`extauthz_redis_errors_total{op="rls_fixed_window",reason=%q}`, tt.wantReason)
+			if got := series[wantErr]; got != 1 {
+				t.Errorf("%s = %v, want 1; series:\n%s", wantErr, got, metricstest.Dump(series))
+			}
+			for name := range series {
+				if strings.HasPrefix(name, "extauthz_redis_errors_total") && name != wantErr {
+					t.Errorf("unexpected %s; series:\n%s", name, metricstest.Dump(series))
 				}
-				// The client gives up before the server has recorded the call: wait for the
-				// record, then read every series it wrote.
-				series := waitSeries(t, m, `extauthz_rls_requests_total{code="`+tt.wantCode.String()+`",domain="edge"}`)
-				wantErr := fmt.Sprintf(`extauthz_redis_errors_total{op="rls_fixed_window",reason=%q}`, tt.wantReason)
-				if got := series[wantErr]; got != 1 {
-					t.Errorf("%s = %v, want 1; series:\n%s", wantErr, got, metricstest.Dump(series))
-				}
-				for name := range series {
-					if strings.HasPrefix(name, "extauthz_redis_errors_total") && name != wantErr {
-						t.Errorf("unexpected %s; series:\n%s", name, metricstest.Dump(series))
-					}
-				}
-			})
-		}
+			}
+		})
 	}
 }
 
-// startPausable serves ShouldRateLimit over gRPC on a loopback port, counting with backend
-// ("pipe" or "go-redis") on r, and returns a client for it.
-func startPausable(t *testing.T, r *redistest.Server, backend string, m *metrics.Metrics) rlsv3.RateLimitServiceClient {
+// startPausable serves ShouldRateLimit over gRPC on a loopback port, counting on r through a
+// redisconn client, and returns a client for it.
+func startPausable(t *testing.T, r *redistest.Server, m *metrics.Metrics) rlsv3.RateLimitServiceClient {
 	t.Helper()
-	rc, err := redisconn.New(redisconn.Options{URL: r.URL()}, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rc.Close() })
-	var scripter ratelimit.Scripter = rc.Redis()
-	bounded := false
-	if backend == "pipe" {
-		p := rc.NewPipe(redisconn.PipeOptions{})
-		t.Cleanup(func() { _ = p.Close() })
-		scripter, bounded = p, true
-	}
+	rc := newClient(t, r.URL())
 	cfg, err := rls.Parse([]rls.File{{Name: "edge.yaml", Data: []byte(testConfig)}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := rls.NewService(ratelimit.NewFixedWindow(scripter), cfg, rls.Options{
-		Timeout: rc.Timeout(), CounterBounded: bounded, Metrics: m,
-	})
+	svc := rls.NewService(ratelimit.NewFixedWindow(rc), cfg, rls.Options{Timeout: rc.Timeout(), Metrics: m})
 	return serve(t, svc)
 }
 

@@ -9,7 +9,6 @@ import (
 
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/extauthz/extauthz/internal/metrics"
 	"github.com/extauthz/extauthz/internal/ratelimit"
@@ -21,8 +20,7 @@ import (
 // request value may appear in a label.
 func TestMetricLabelsStayBounded(t *testing.T) {
 	r := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := newClient(t, r.URL())
 	cfg, err := rls.Parse([]rls.File{{Name: "edge.yaml", Data: []byte(testConfig)}})
 	if err != nil {
 		t.Fatal(err)

@@ -37,10 +37,9 @@ type Options struct {
 	// Headers is the RateLimit header draft added to responses; the zero value adds none.
 	Headers ratelimit.Format
 	// Timeout bounds the Redis round trip of one request (default redisurl.DefaultTimeout).
+	// The service bounds every call itself (ratelimit.Bound): the client sets no deadline of
+	// its own, and a caller's shorter deadline (Envoy's filter timeout) is kept as it is.
 	Timeout time.Duration
-	// CounterBounded says the counter's Redis client already bounds every call by Timeout
-	// (redisconn.Pipe does), so the service derives no per-request context and timer for it.
-	CounterBounded bool
 	// Logger receives problems; nil means no logging.
 	Logger *zap.Logger
 	// Metrics receives counters; nil means none.
@@ -89,7 +88,6 @@ type Service struct {
 	prefix  string
 	headers ratelimit.Format
 	timeout time.Duration
-	bounded bool
 	log     *zap.Logger
 	m       *metrics.Metrics
 	over    *overCache
@@ -119,7 +117,6 @@ func NewService(counter Counter, cfg *Config, opts Options) *Service {
 		prefix:  opts.Prefix,
 		headers: opts.Headers,
 		timeout: opts.Timeout,
-		bounded: opts.CounterBounded,
 		log:     opts.Logger,
 		m:       opts.Metrics,
 		over:    newOverCache(opts.OverLimitCacheSize),
@@ -252,16 +249,11 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 
 	var res ratelimit.FixedWindowResult
 	if len(hits) > 0 {
-		cctx, cancel := ctx, context.CancelFunc(nil)
-		if !s.bounded {
-			cctx, cancel = ratelimit.Bound(ctx, s.timeout)
-		}
+		cctx, cancel := ratelimit.Bound(ctx, s.timeout)
 		t0 := time.Now()
 		var err error
 		res, err = s.counter.Add(cctx, hits)
-		if cancel != nil {
-			cancel()
-		}
+		cancel()
 		if s.m != nil {
 			s.m.RedisDuration.WithLabelValues("rls_fixed_window").Observe(time.Since(t0).Seconds())
 		}

@@ -11,7 +11,6 @@ import (
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/ratelimit"
 	"github.com/extauthz/extauthz/internal/ratelimit/rls"
+	"github.com/extauthz/extauthz/internal/redisconn"
 	"github.com/extauthz/extauthz/internal/redistest"
 )
 
@@ -54,7 +54,7 @@ descriptors:
 type env struct {
 	client rlsv3.RateLimitServiceClient
 	redis  *redistest.Server
-	rdb    *redis.Client
+	rdb    *redisconn.Client // around the service's own client, for inspection
 	svc    *rls.Service
 }
 
@@ -64,17 +64,16 @@ func newEnv(t *testing.T, format ratelimit.Format) *env {
 }
 
 // newEnvWith is newEnv with the service's options and, unless counter is nil, the counter it
-// builds on the env's redis-server (by default a FixedWindow on a go-redis client).
+// builds on the env's redis-server (by default a FixedWindow on a redisconn client).
 func newEnvWith(t *testing.T, opts rls.Options, counter func(r *redistest.Server) rls.Counter) *env {
 	t.Helper()
 	r := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := newClient(t, r.URL())
 	cfg, err := rls.Parse([]rls.File{{Name: "edge.yaml", Data: []byte(testConfig)}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c rls.Counter = ratelimit.NewFixedWindow(rdb)
+	var c rls.Counter = ratelimit.NewFixedWindow(newClient(t, r.URL()))
 	if counter != nil {
 		c = counter(r)
 	}
@@ -124,11 +123,7 @@ func (e *env) call(t *testing.T, hits uint32, ds ...*ratelimitv3.RateLimitDescri
 
 func (e *env) keys(t *testing.T) []string {
 	t.Helper()
-	ks, err := e.rdb.Keys(context.Background(), "*").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ks
+	return scan(t, e.rdb, "*")
 }
 
 func TestExhaustionExactRemainingAndReset(t *testing.T) {
@@ -389,13 +384,12 @@ func TestHeaderDrafts(t *testing.T) {
 
 func TestOverLimitCacheSkipsRedis(t *testing.T) {
 	r := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := newClient(t, r.URL())
 	cfg, err := rls.Parse([]rls.File{{Name: "edge.yaml", Data: []byte(testConfig)}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := rls.NewService(ratelimit.NewFixedWindow(rdb), cfg, rls.Options{Timeout: time.Second, Headers: ratelimit.FormatDraft7, OverLimitCacheSize: 100})
+	svc := rls.NewService(ratelimit.NewFixedWindow(newClient(t, r.URL())), cfg, rls.Options{Timeout: time.Second, Headers: ratelimit.FormatDraft7, OverLimitCacheSize: 100})
 	call := func(v string) *rlsv3.RateLimitResponse {
 		t.Helper()
 		resp, err := svc.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: "edge", Descriptors: []*ratelimitv3.RateLimitDescriptor{desc("user", v)}})
@@ -408,12 +402,11 @@ func TestOverLimitCacheSkipsRedis(t *testing.T) {
 		call("hammer")
 	}
 	count := func() string {
-		keys, _ := rdb.Keys(context.Background(), "*hammer*").Result()
+		keys := scan(t, rdb, "*hammer*")
 		if len(keys) != 1 {
 			t.Fatalf("keys = %v", keys)
 		}
-		v, _ := rdb.Get(context.Background(), keys[0]).Result()
-		return v
+		return get(t, rdb, keys[0])
 	}
 	if got := count(); got != "4" {
 		t.Fatalf("count after 4 calls = %s", got)

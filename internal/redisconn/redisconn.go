@@ -334,7 +334,7 @@ func (c *Client) connect() {
 // dial is rueidis's DialCtxFn: TCP, or a unix socket for an address that is a path, then TLS
 // when tlsConf is set (its server name defaulting to the host). Close cancels it, so that
 // closing a Client never waits a dial timeout out. It observes every dial, including the
-// redials rueidis makes on its own after a connection broke, for OnConnFailure and Ready.
+// redials rueidis makes on its own after a connection broke, for OnConnFailure.
 func (c *Client) dial(ctx context.Context, addr string, d *net.Dialer, tlsConf *tls.Config) (net.Conn, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -351,10 +351,10 @@ func (c *Client) dial(ctx context.Context, addr string, d *net.Dialer, tlsConf *
 		conn, err = d.DialContext(ctx, network, addr)
 	}
 	if err != nil {
+		// Ready is not changed here: rueidis also dials in the background (a sentinel, a
+		// replica, a Cluster node no call needs right now), and a refusal there says nothing
+		// about the calls. A call that needed this dial gets its error and sets refused.
 		c.dialFailures.Add(1)
-		if isRefused(err) {
-			c.refused.Store(true)
-		}
 		if c.onConnFailure != nil && c.stopCtx.Err() == nil {
 			c.onConnFailure(failureReason(err))
 		}
@@ -433,7 +433,7 @@ func (c *Client) WaitReady(ctx context.Context) error {
 		return fmt.Errorf("redisconn: %s: %w: client closed", c.desc, ErrNotReady)
 	case <-ctx.Done():
 		_, err := c.client()
-		return fmt.Errorf("redisconn: wait for %s: %w", c.desc, errors.Join(ctx.Err(), err))
+		return fmt.Errorf("redisconn: waited for %s until %w: %w", c.desc, ctx.Err(), err)
 	}
 }
 

@@ -39,6 +39,8 @@ const (
 	apikeyRedisTimeout = 5 * time.Second
 	// apikeyCommandTimeout bounds a whole command, so that a stuck Redis ends it with an error.
 	apikeyCommandTimeout = 30 * time.Second
+	// apikeyConnectTimeout bounds the wait for the first connection.
+	apikeyConnectTimeout = 5 * time.Second
 	// maxExpiryDays bounds "--expires Nd" well below time.Duration's ~292 years.
 	maxExpiryDays = 100 * 365
 )
@@ -133,13 +135,13 @@ func openStore(rf *redisFlags, getenv func(string) string) (*apikeys.Store, *red
 	if cfg.Embedded() {
 		return nil, nil, errNoRedis
 	}
-	opts := redisOptions(cfg.Redis)
+	opts := redisOptions(cfg.Redis, -1)
 	opts.Timeout = max(opts.Timeout, apikeyRedisTimeout)
 	rc, err := redisconn.New(opts, zap.NewNop())
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := apikeys.New(rc.Redis(), apikeys.Options{Prefix: cfg.APIKeys.Prefix, TokenPrefix: cfg.APIKeys.TokenPrefix})
+	st, err := apikeys.New(rc, apikeys.Options{Prefix: cfg.APIKeys.Prefix, TokenPrefix: cfg.APIKeys.TokenPrefix})
 	if err != nil {
 		_ = rc.Close()
 		return nil, nil, err
@@ -162,6 +164,15 @@ func withStore(name string, rf *redisFlags, stderr io.Writer, fn func(context.Co
 	defer rc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), apikeyCommandTimeout)
 	defer cancel()
+	// The client connects in the background and retries; a command waits for it a few
+	// seconds (a Sentinel or Cluster client asks several nodes first), then says why not.
+	wctx, wcancel := context.WithTimeout(ctx, apikeyConnectTimeout)
+	err = rc.WaitReady(wctx)
+	wcancel()
+	if err != nil {
+		fmt.Fprintf(stderr, "extauthz apikey %s: %v\n", name, err)
+		return 1
+	}
 	return fn(ctx, st)
 }
 

@@ -4,14 +4,11 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/extauthz/extauthz/internal/apikeys"
 	"github.com/extauthz/extauthz/internal/authz"
 	"github.com/extauthz/extauthz/internal/config"
-	"github.com/extauthz/extauthz/internal/keyspace"
-	"github.com/extauthz/extauthz/internal/localcache"
 	"github.com/extauthz/extauthz/internal/metrics"
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/ratelimit"
@@ -21,13 +18,16 @@ import (
 )
 
 // buildEngine wires the ext_authz decision core from cfg: sessions when secrets are set, API
-// keys always (a key must still be issued before it resolves), and the policy limiter. When
-// the local cache is on, it also returns the keyspace watcher that feeds the caches their
-// invalidations; the caller runs it.
-func buildEngine(cfg *config.Config, rc *redisconn.Client, backend decisionRedis, format ratelimit.Format, log *zap.Logger, m *metrics.Metrics) (*authz.Engine, *keyspace.Watcher, error) {
-	watcher := newWatcher(cfg, rc, log, m)
+// keys always (a key must still be issued before it resolves), and the policy limiter, all on
+// the one Redis client. Session and key reads go through the client's cache (client tracking)
+// when cache.enabled is set and the store is not the embedded one.
+func buildEngine(cfg *config.Config, rc *redisconn.Client, format ratelimit.Format, log *zap.Logger, m *metrics.Metrics) (*authz.Engine, error) {
+	var lopts []ratelimit.LimiterOption
+	if rc.Cluster() {
+		lopts = append(lopts, ratelimit.WithClusterSlots())
+	}
 	opts := authz.Options{
-		Limiter:         ratelimit.NewGuard(ratelimit.NewLimiter(backend), ratelimit.GuardOptions{Size: cfg.Limits.LocalCacheSize, OnCacheHit: m.PolicyOverLimitCacheHits.Inc, OnFallback: m.LimitFallbackObserver()}),
+		Limiter:         ratelimit.NewGuard(ratelimit.NewLimiter(rc, lopts...), ratelimit.GuardOptions{Size: cfg.Limits.LocalCacheSize, OnCacheHit: m.PolicyOverLimitCacheHits.Inc, OnFallback: m.LimitFallbackObserver()}),
 		Timeout:         rc.Timeout(),
 		Headers:         format,
 		Logger:          log.Named("authz"),
@@ -35,6 +35,7 @@ func buildEngine(cfg *config.Config, rc *redisconn.Client, backend decisionRedis
 		DecisionSample:  cfg.Log.DecisionSample,
 		DecisionDenials: cfg.Log.DecisionDenials,
 	}
+	caching := cacheOn(cfg, rc)
 	if cfg.Sessions.Enabled() {
 		sopts := sessions.Options{
 			CookieName: cfg.Sessions.Cookie,
@@ -47,35 +48,35 @@ func buildEngine(cfg *config.Config, rc *redisconn.Client, backend decisionRedis
 		if t := cfg.Sessions.Touch; t != nil {
 			sopts.TouchTTL, sopts.TouchEvery = t.TTL.D(), t.Every.D()
 		}
-		if watcher != nil {
-			sopts.Cache = cacheOptions(cfg.Cache, m.CacheObserver("session"))
+		if caching {
+			sopts.Cache = &sessions.CacheOptions{TTL: cfg.Cache.TTL.D(), Observe: m.CacheObserver("session")}
 		}
-		st, err := sessions.New(backend, sopts)
+		st, err := sessions.New(rc, sopts)
 		if err != nil {
-			return nil, nil, fmt.Errorf("sessions: %w", err)
+			return nil, fmt.Errorf("sessions: %w", err)
 		}
 		opts.Sessions = st
-		if inv := st.Invalidation(); inv != nil {
-			watcher.Watch("session", cfg.Sessions.Prefix, cacheTarget(cfg.Cache, inv))
-		}
 	}
-	kopts := apikeys.Options{Prefix: cfg.APIKeys.Prefix, TokenPrefix: cfg.APIKeys.TokenPrefix, Lookups: backend}
-	if watcher != nil {
-		kopts.Cache = cacheOptions(cfg.Cache, m.CacheObserver("apikey"))
+	kopts := apikeys.Options{Prefix: cfg.APIKeys.Prefix, TokenPrefix: cfg.APIKeys.TokenPrefix}
+	if caching {
+		kopts.Cache = &apikeys.CacheOptions{TTL: cfg.Cache.TTL.D(), Observe: m.CacheObserver("apikey")}
 	}
-	ks, err := apikeys.New(rc.Redis(), kopts)
+	ks, err := apikeys.New(rc, kopts)
 	if err != nil {
-		return nil, nil, fmt.Errorf("apikeys: %w", err)
+		return nil, fmt.Errorf("apikeys: %w", err)
 	}
 	opts.Keys = ks
-	if inv := ks.Invalidation(); inv != nil {
-		watcher.Watch("apikey", cfg.APIKeys.Prefix, cacheTarget(cfg.Cache, inv))
-	}
 	set, err := policy.Compile(cfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return authz.New(set, opts), watcher, nil
+	return authz.New(set, opts), nil
+}
+
+// cacheOn reports whether session and key reads go through the client-side cache: when the
+// cache section says so and the store can track keys (the embedded one cannot).
+func cacheOn(cfg *config.Config, rc *redisconn.Client) bool {
+	return cfg.Cache.Enabled && !rc.Embedded()
 }
 
 // checkConfig runs every check the server runs before it serves, without starting anything:
@@ -85,7 +86,7 @@ func buildEngine(cfg *config.Config, rc *redisconn.Client, backend decisionRedis
 func checkConfig(cfg *config.Config) error {
 	var errs []error
 	if cfg.Redis.URL != "" {
-		rc, err := redisconn.New(redisOptions(cfg.Redis), nil)
+		rc, err := redisconn.New(redisOptions(cfg.Redis, cfg.Cache.MaxBytes), nil)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("redis: %w", err))
 		} else {
@@ -102,46 +103,3 @@ func checkConfig(cfg *config.Config) error {
 	}
 	return errors.Join(errs...)
 }
-
-// newWatcher returns the keyspace watcher for the local caches, or nil when the cache is off,
-// the store is the embedded one (nothing else writes to it) or the client is not a single
-// Redis connection (Cluster sends notifications per node).
-func newWatcher(cfg *config.Config, rc *redisconn.Client, log *zap.Logger, m *metrics.Metrics) *keyspace.Watcher {
-	if !cfg.Cache.Enabled || rc.Embedded() {
-		return nil
-	}
-	rdb, ok := rc.Redis().(*redis.Client)
-	if !ok {
-		log.Warn("the local session/API key cache needs a single Redis server or Sentinel; it is off")
-		return nil
-	}
-	return keyspace.New(rdb, log.Named("cache"), keyspace.Options{
-		OnEvent: func(name string) { m.CacheInvalidations.WithLabelValues(name).Inc() },
-		OnActive: func(on bool) {
-			if on {
-				m.CacheActive.Set(1)
-			} else {
-				m.CacheActive.Set(0)
-			}
-		},
-	})
-}
-
-// cacheOptions are the session or API key cache's settings from the cache section.
-func cacheOptions(c config.Cache, observe func(string)) *localcache.Options {
-	return &localcache.Options{TTL: c.TTL.D(), NegativeTTL: c.NegativeTTL.D(), MaxEntries: c.MaxEntries, Observe: observe}
-}
-
-// cacheTarget is t, or, when the cache does not require keyspace notifications, t switched
-// on for good: losing the notifications then only flushes it.
-func cacheTarget(c config.Cache, t keyspace.Target) keyspace.Target {
-	if c.RequireNotifications {
-		return t
-	}
-	t.SetActive(true)
-	return alwaysOn{t}
-}
-
-type alwaysOn struct{ keyspace.Target }
-
-func (a alwaysOn) SetActive(bool) { a.Target.SetActive(true) }

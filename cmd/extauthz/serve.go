@@ -15,7 +15,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/extauthz/extauthz/internal/apikeys"
 	"github.com/extauthz/extauthz/internal/authz"
 	"github.com/extauthz/extauthz/internal/config"
 	"github.com/extauthz/extauthz/internal/metrics"
@@ -24,7 +23,6 @@ import (
 	"github.com/extauthz/extauthz/internal/ratelimit/rls"
 	"github.com/extauthz/extauthz/internal/redisconn"
 	"github.com/extauthz/extauthz/internal/server"
-	"github.com/extauthz/extauthz/internal/sessions"
 )
 
 // serveFlags are the serve command's flags; each overrides the config file when given.
@@ -108,7 +106,6 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer func() { _ = log.Sync() }()
-	routeRedisLogs(log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -128,21 +125,35 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, log *zap.
 		return err
 	}
 
-	rc, err := redisconn.New(redisOptions(cfg.Redis), log)
+	ropts := redisOptions(cfg.Redis, cfg.Cache.MaxBytes)
+	ropts.OnBusy = m.RedisInflightRejected.Inc
+	ropts.OnConnFailure = func(reason string) { m.RedisConnFailures.WithLabelValues(reason).Inc() }
+	if !cfg.Cache.Enabled {
+		ropts.CacheBytes = -1
+	}
+	invalidations := m.CacheInvalidations.WithLabelValues("all")
+	ropts.OnInvalidation = func(keys int) { invalidations.Add(float64(keys)) }
+	rc, err := redisconn.New(ropts, log)
 	if err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
 	defer rc.Close()
 	log.Info("redis configured", zap.String("redis", rc.Describe()), zap.Bool("embedded", rc.Embedded()), zap.Duration("timeout", rc.Timeout()))
+	// Dial now, in the background: a sidecar that starts before its Redis serves what needs no
+	// Redis and turns ready by itself once the client has connected.
+	rc.Start()
+	if cacheOn(cfg, rc) {
+		m.CacheActive.Set(1)
+	}
 
-	backend, closeBackend := decisionBackend(cfg.Redis, rc, m, log)
-	defer closeBackend()
-	_, bounded := backend.(*redisconn.Pipe)
-	svc := rls.NewService(ratelimit.NewFixedWindow(backend), nil, rls.Options{
+	var fwopts []ratelimit.FixedWindowOption
+	if rc.Cluster() {
+		fwopts = append(fwopts, ratelimit.FixedWindowClusterSlots())
+	}
+	svc := rls.NewService(ratelimit.NewFixedWindow(rc, fwopts...), nil, rls.Options{
 		Prefix:             cfg.RateLimit.Prefix,
 		Headers:            format,
 		Timeout:            rc.Timeout(),
-		CounterBounded:     bounded,
 		Logger:             log.Named("rls"),
 		Metrics:            m,
 		OverLimitCacheSize: cfg.RateLimit.OverLimitCacheSize,
@@ -165,18 +176,9 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, log *zap.
 		log.Warn("no ratelimit.config_dir: ShouldRateLimit answers OK with no limit for every domain")
 	}
 
-	engine, watcher, err := buildEngine(cfg, rc, backend, format, log, m)
+	engine, err := buildEngine(cfg, rc, format, log, m)
 	if err != nil {
 		return err
-	}
-	if watcher != nil {
-		wctx, stopWatcher := context.WithCancel(ctx)
-		watched := make(chan struct{})
-		go func() {
-			defer close(watched)
-			watcher.Run(wctx)
-		}()
-		defer func() { stopWatcher(); <-watched }()
 	}
 	if len(cfg.Policies) == 0 {
 		log.Warn("no policies: every ext_authz Check and HTTP authorization request is denied (403)")
@@ -273,33 +275,6 @@ func reloadPolicies(path string, running *config.Config, engine *authz.Engine, l
 	m.ConfigLastReload.WithLabelValues("policies").SetToCurrentTime()
 }
 
-// decisionRedis is what the hot path needs from Redis: scripts for the limiters, GET and
-// EXPIRE for sessions, HGETALL for API keys.
-type decisionRedis interface {
-	ratelimit.Scripter
-	sessions.Redis
-	apikeys.HashReader
-}
-
-// decisionBackend returns the Redis the decisions use: a Pipe that pipelines concurrent
-// decisions' commands over pipeline_slots connections, or the go-redis client itself when
-// pipeline_slots is 0. The returned func closes the Pipe; call it before closing rc.
-func decisionBackend(r config.Redis, rc *redisconn.Client, m *metrics.Metrics, log *zap.Logger) (decisionRedis, func()) {
-	if r.PipelineSlots == 0 {
-		return rc.Redis(), func() {}
-	}
-	p := rc.NewPipe(redisconn.PipeOptions{
-		Conns:    r.PipelineSlots,
-		MaxBatch: r.PipelineMax,
-		Observe:  func(n int) { m.RedisPipeline.Observe(float64(n)) },
-		OnFailure: func(reason string, err error) {
-			m.RedisConnFailures.WithLabelValues(reason).Inc()
-			log.Warn("redis decision connection failed; the next call dials again", zap.String("reason", reason), zap.Error(err))
-		},
-	})
-	return p, func() { _ = p.Close() }
-}
-
 func httpLimits(h config.ServerHTTP) server.HTTPLimits {
 	return server.HTTPLimits{
 		ReadHeaderTimeout: h.ReadHeaderTimeout.D(),
@@ -323,7 +298,9 @@ func grpcLimits(g config.ServerGRPC) server.GRPCLimits {
 	}
 }
 
-func redisOptions(r config.Redis) redisconn.Options {
+// redisOptions maps the redis section onto the client. cacheBytes is the cache section's
+// max_bytes (the caller turns caching off with a negative value).
+func redisOptions(r config.Redis, cacheBytes int) redisconn.Options {
 	return redisconn.Options{
 		URL:          r.URL,
 		Username:     r.Username,
@@ -332,6 +309,8 @@ func redisOptions(r config.Redis) redisconn.Options {
 		DialTimeout:  r.DialTimeout.D(),
 		PoolSize:     r.PoolSize,
 		MinIdleConns: r.MinIdleConns,
+		MaxInFlight:  r.MaxInflight,
+		CacheBytes:   cacheBytes,
 		TLS: redisconn.TLSOptions{
 			CAFile:             r.TLS.CAFile,
 			CertFile:           r.TLS.CertFile,

@@ -18,7 +18,7 @@ func TestRedisTimeoutDefaultsAgree(t *testing.T) {
 		name string
 		opts redisconn.Options
 	}{
-		{"config defaults", redisOptions(fromConfig)},
+		{"config defaults", redisOptions(fromConfig, -1)},
 		{"client builder zero values", redisconn.Options{URL: url}},
 	}
 	for _, tt := range tests {

@@ -16,7 +16,9 @@ func TestValidateRunsTheServersChecks(t *testing.T) {
 	}{
 		{"a limit the limiter cannot hold", "policies:\n  - {name: p, auth: none, limits: [{by: ip, requests: 4000000000000000, window: 1m, algorithm: sliding}]}\n", "policies[0].limits[0]"},
 		{"a redis url the parser rejects", "redis: {url: 'redis://r:6379?db=2'}\n", "redis.url: parameter \"db\" is not supported"},
-		{"a redis url the client does not support yet", "redis: {url: 'redis-sentinel://s1,s2/mymaster'}\n", "redis-sentinel:// is parsed but the decision client does not support it yet"},
+		{"a tls file the client cannot read", "redis: {url: 'rediss-cluster://r1,r2', tls: {ca_file: /nonexistent/ca.pem}}\n", "/nonexistent/ca.pem"},
+		{"a sentinel url", "redis: {url: 'redis-sentinel://s1,s2:26380/mymaster/2?sentinel_password=x'}\n", ""},
+		{"a cluster url", "redis: {url: 'redis-cluster://n1:7000,n2:7001'}\n", ""},
 		{"a missing rate limit directory", "ratelimit: {config_dir: /nonexistent/rls.d}\n", "ratelimit.config_dir"},
 		{"valid", "trusted_proxies: [127.0.0.1/32]\npolicies: [{name: p, auth: none}]\n", ""},
 	} {

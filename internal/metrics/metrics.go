@@ -62,7 +62,7 @@ type Metrics struct {
 	// Ready is 1 while the sidecar reports ready.
 	Ready prometheus.Gauge
 	// CacheLookups counts session and API key cache lookups by cache (session, apikey) and
-	// result (hit, negative_hit, miss, bypass), and entries evicted to make room (evicted).
+	// result (hit, negative_hit, miss).
 	CacheLookups *prometheus.CounterVec
 	// CacheInvalidations counts keys Redis invalidated (client tracking), by cache.
 	CacheInvalidations *prometheus.CounterVec
@@ -139,7 +139,7 @@ func New() *Metrics {
 		}, []string{"result"}),
 		CacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: "cache", Name: "lookups_total",
-			Help: "Session and API key cache lookups by cache and result; evicted counts entries dropped to make room.",
+			Help: "Session and API key reads by cache and result: hit (from the client-side cache), negative_hit (a missing key, from the cache), miss (read from Redis).",
 		}, []string{"cache", "result"}),
 		CacheInvalidations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: "cache", Name: "invalidations_total",
@@ -194,7 +194,7 @@ func New() *Metrics {
 }
 
 // CacheResults are the result label values of CacheLookups.
-var CacheResults = []string{"hit", "negative_hit", "miss", "bypass", "evicted"}
+var CacheResults = []string{"hit", "negative_hit", "miss"}
 
 // CacheObserver returns a function that counts one lookup result of the named cache, with the
 // counters resolved up front so that the hot path does no label hashing. Results outside

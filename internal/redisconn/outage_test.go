@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -139,11 +140,13 @@ func TestServerDownThenUp(t *testing.T) {
 // the same Client works once Redis is there.
 func TestStartsBeforeRedis(t *testing.T) {
 	port := redistest.FreePort(t)
-	c := newClient(t, Options{URL: "redis://127.0.0.1:" + itoa(port) + "/0", Timeout: time.Second, DialTimeout: 200 * time.Millisecond})
+	c := newClient(t, Options{URL: "redis://127.0.0.1:" + strconv.Itoa(port) + "/0", Timeout: time.Second, DialTimeout: time.Second})
 	for range 10 {
 		start := time.Now()
 		_, err := c.Get(context.Background(), "k")
-		if d := time.Since(start); d > 10*time.Millisecond {
+		// At once means far under the 1 s deadline and dial timeout; the margin is for a
+		// loaded box.
+		if d := time.Since(start); d > 100*time.Millisecond {
 			t.Errorf("Get with no Redis took %v, want at once", d)
 		}
 		if !errors.Is(err, ErrNotReady) {

@@ -69,8 +69,9 @@ type Options struct {
 	// Timeout is the per-call deadline (see WithTimeout), applied to a call whose ctx has no
 	// deadline of its own. Zero means redisurl.DefaultTimeout.
 	Timeout time.Duration
-	// DialTimeout bounds one connection attempt, TLS handshake included. Zero means
-	// redisurl.DefaultDialTimeout.
+	// DialTimeout bounds one connection attempt, TLS handshake included, and then, once
+	// more, the handshake commands (HELLO with AUTH, SELECT, CLIENT TRACKING): rueidis times
+	// the two apart. Zero means redisurl.DefaultDialTimeout.
 	DialTimeout time.Duration
 	// PoolSize and MinIdleConns are accepted for compatibility with older configs and
 	// ignored: rueidis multiplexes every call over one connection per node, so there is no
@@ -459,8 +460,9 @@ func IsTimeout(err error) bool {
 }
 
 // Close stops the background builder, closes the rueidis client once its calls in flight have
-// finished, then stops the embedded store, if any. It is safe to call more than once; calls
-// made after it fail.
+// finished, then stops the embedded store, if any. A dial in progress is cancelled, but a
+// handshake in progress against a stalled server may hold Close for up to DialTimeout. It is
+// safe to call more than once; calls made after it fail.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()

@@ -273,7 +273,7 @@ func TestNewDoesNoNetworkIO(t *testing.T) {
 	var once sync.Once
 	start := time.Now()
 	c := newClient(t, Options{
-		URL: "redis://:s3cret@" + addr + "/0", Timeout: 200 * time.Millisecond, MinIdleConns: 4,
+		URL: "redis://:s3cret@" + addr + "/0", Timeout: time.Second, MinIdleConns: 4,
 		OnConnFailure: func(reason string) {
 			if reason == "refused" {
 				once.Do(refusals.Done)
@@ -286,7 +286,8 @@ func TestNewDoesNoNetworkIO(t *testing.T) {
 	for i := range 20 {
 		start := time.Now()
 		err := c.Ping(context.Background())
-		if elapsed := time.Since(start); elapsed > 10*time.Millisecond {
+		// At once means far under the 1 s deadline; the margin is for a loaded box.
+		if elapsed := time.Since(start); elapsed > 100*time.Millisecond {
 			t.Errorf("Ping %d took %v with Redis down, want it at once", i, elapsed)
 		}
 		if !errors.Is(err, ErrNotReady) || IsTimeout(err) {
@@ -372,5 +373,3 @@ func TestWithTimeout(t *testing.T) {
 		}
 	})
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }

@@ -525,7 +525,9 @@ func TestMaxInFlight(t *testing.T) {
 		}
 	}
 	t.Logf("slowest of 20 calls refused past the cap: %v", slowest)
-	if slowest > 5*time.Millisecond {
+	// At once means far under the 1 s deadline the call would otherwise have; the margin is
+	// for a loaded box.
+	if slowest > 100*time.Millisecond {
 		t.Errorf("a refused call took %v, want at once", slowest)
 	}
 	if busy.Load() != 20 {

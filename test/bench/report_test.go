@@ -41,6 +41,21 @@ func TestLatencyVsNull(t *testing.T) {
 	if v := latencyVerdict(&result{s: s}); strings.Count(v, "not measured") != 2 {
 		t.Errorf("verdict with no runs: %s", v)
 	}
+	// A null server that did not keep the rate says the machine was saturated: no verdict.
+	saturated := &result{s: s,
+		real: []summary{runOf(t, "rps=5000 p50_us=4704 p99_us=464896 dropped=0")},
+		null: []summary{runOf(t, "rps=5000 p50_us=806912 p99_us=1220608 dropped=0")},
+	}
+	if v := latencyVerdict(saturated); !strings.Contains(v, "not judged") || strings.Contains(v, "met") {
+		t.Errorf("verdict on a saturated machine: %s", v)
+	}
+	dropped := &result{s: s,
+		real: []summary{runOf(t, "rps=4000 p50_us=300 p99_us=900 dropped=1000")},
+		null: []summary{runOf(t, "rps=5000 p50_us=200 p99_us=600 dropped=0")},
+	}
+	if v := latencyVerdict(dropped); !strings.Contains(v, "not judged") {
+		t.Errorf("verdict with dropped calls: %s", v)
+	}
 
 	var b strings.Builder
 	writeReport(&b, []*result{met}, machine{topology: "cluster (3 masters, 3 replicas)"}, "go run ./test/bench", "/tmp/raw")

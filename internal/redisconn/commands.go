@@ -59,10 +59,13 @@ func (c *Client) begin(ctx context.Context) (rueidis.Client, context.Context, co
 	return rc, ctx, func() { cancel(); c.release() }, nil
 }
 
-// observe keeps Ready's view of the connection current from call results.
+// observe keeps Ready's view of the connection current from call results: a reply, even an
+// error reply, means Redis is there; a refused connection means it is not; anything else (a
+// timeout, say) says nothing either way.
 func (c *Client) observe(err error) {
+	_, reply := rueidis.IsRedisErr(err)
 	switch {
-	case err == nil:
+	case err == nil || reply:
 		if c.refused.Load() {
 			c.refused.Store(false)
 		}
@@ -74,9 +77,10 @@ func (c *Client) observe(err error) {
 // Eval runs a Lua script: EVALSHA sha, and EVAL src only on a NOSCRIPT reply (after a
 // restart, a failover or SCRIPT FLUSH), so that the script's text crosses the network once
 // per server, not once per call. On a Cluster all keys must hash to one slot; otherwise
-// the error wraps ErrCrossSlot and nothing is sent. args may be string, []byte, any
-// integer type, float64 (shortest exact decimal) or bool (1/0). The reply is converted as
-// Do's.
+// the error wraps ErrCrossSlot and nothing is sent. args may be string, []byte, int, int32,
+// int64, uint, uint32, uint64, float64 (the shortest decimal that reads back the same, never
+// an exponent) or bool (1/0); anything else is an error, before anything is sent. The reply is
+// converted as Do's.
 func (c *Client) Eval(ctx context.Context, sha, src string, keys []string, args ...any) (any, error) {
 	argv, err := formatArgs(args)
 	if err != nil {
@@ -375,6 +379,7 @@ func (c *Client) reply(res rueidis.RedisResult) (any, error) {
 	msg, err := res.ToMessage()
 	if err != nil {
 		if rueidis.IsRedisNil(err) {
+			c.observe(nil)
 			return nil, ErrNil
 		}
 		c.observe(err)
@@ -389,6 +394,7 @@ func (c *Client) str(res rueidis.RedisResult) (string, error) {
 	s, err := res.ToString()
 	if err != nil {
 		if rueidis.IsRedisNil(err) {
+			c.observe(nil)
 			return "", ErrNil
 		}
 		c.observe(err)

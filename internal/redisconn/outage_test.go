@@ -3,6 +3,7 @@ package redisconn
 import (
 	"context"
 	"errors"
+	"net"
 	"slices"
 	"strconv"
 	"sync"
@@ -220,4 +221,52 @@ func measureDeadline(t *testing.T, deadline time.Duration, workers, each int, ca
 		t.Errorf("slowest call took %v with a %v deadline, want under %v (the control's slowest was %v)", worst, deadline, limit, ctlWorst)
 	}
 	return lat
+}
+
+// TestNotReadyIsNoTimeout: ErrNotReady carries why connecting failed, and when that was a
+// timeout the call is still no timeout: it never waited, and callers count it as
+// "unavailable".
+func TestNotReadyIsNoTimeout(t *testing.T) {
+	// A listener that accepts and never answers: the handshake times out.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns sync.WaitGroup
+	t.Cleanup(func() { l.Close(); conns.Wait() })
+	conns.Add(1)
+	go func() {
+		defer conns.Done()
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	c := newClient(t, Options{URL: "redis://" + l.Addr().String() + "/0", DialTimeout: 20 * time.Millisecond})
+	c.start()
+	for deadline := time.Now().Add(5 * time.Second); c.lastErr.Load() == nil; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no failed attempt to connect within 5s")
+		}
+	}
+	if last := *c.lastErr.Load(); !IsTimeout(last) {
+		t.Fatalf("connecting to a silent server failed with %v, want a timeout", last)
+	}
+	_, err = c.Get(context.Background(), "k")
+	if !errors.Is(err, ErrNotReady) || IsTimeout(err) {
+		t.Errorf("Get = %v (IsTimeout %v), want ErrNotReady and no timeout", err, IsTimeout(err))
+	}
+	t.Logf("Get: %v", err)
+	if IsTimeout(ErrBusy) || !IsTimeout(context.DeadlineExceeded) {
+		t.Error("IsTimeout(ErrBusy) or !IsTimeout(context.DeadlineExceeded)")
+	}
 }

@@ -118,8 +118,8 @@ type Client struct {
 
 	// rc is the rueidis client once the background builder has made it.
 	rc atomic.Pointer[rueidis.Client]
-	// refused is set when a call or a dial saw the connection refused, and cleared by the
-	// next success: Ready reports it.
+	// refused is set when a call or an attempt to build rc saw the connection refused, and
+	// cleared by the next success: Ready reports it.
 	refused atomic.Bool
 	// lastErr is why the last attempt to build rc failed, for ErrNotReady's message.
 	lastErr atomic.Pointer[error]
@@ -451,8 +451,12 @@ func (c *Client) Ping(ctx context.Context) error {
 // slow, not broken. rueidis returns the ctx's error when the deadline passes first, but a
 // socket deadline (a dial, a TLS handshake, rueidis's ConnWriteTimeout) shows up as a
 // net.Error whose Timeout() is true. A refused connection, ErrNotReady, ErrBusy or a Redis
-// error reply is not a timeout.
+// error reply is not a timeout, even when ErrNotReady carries a dial that timed out: the call
+// itself never waited.
 func IsTimeout(err error) bool {
+	if errors.Is(err, ErrNotReady) || errors.Is(err, ErrBusy) {
+		return false
+	}
 	var ne net.Error
 	return errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, os.ErrDeadlineExceeded) ||

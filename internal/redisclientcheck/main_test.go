@@ -6,29 +6,27 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/redis/rueidis"
 	"go.uber.org/goleak"
 
-	"github.com/extauthz/extauthz/internal/ratelimit"
 	"github.com/extauthz/extauthz/internal/redisconn"
+	"github.com/extauthz/extauthz/internal/redistest"
 )
 
-// TestMain fails the package if a goroutine a test started outlives it, with three known
-// exceptions, each a sleep that ends by itself and that Close does not stop: go-redis's
-// pool probes a dead address once a second (see internal/redistest); a rueidis.NewClient
-// that fails leaves a delayed topology refresh sleeping for up to a second; and a rueidis
-// Cluster client that dropped a node from its topology closes that node's connections 5 s
-// later (cluster.go, _refresh).
+// TestMain fails the package if a goroutine a test started outlives it, with two known
+// exceptions in rueidis, each a sleep that ends by itself and that Close does not stop: a
+// rueidis.NewClient that fails leaves a delayed topology refresh sleeping for up to a second;
+// and a rueidis Cluster client that dropped a node from its topology closes that node's
+// connections 5 s later (cluster.go, _refresh). redisconn.Client runs on rueidis, so the
+// same two apply to it; anything else it leaves behind fails the package.
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m,
-		goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"),
 		goleak.IgnoreAnyFunction("github.com/redis/rueidis.(*call).DelayDo.func1"),
 		goleak.IgnoreAnyFunction("github.com/redis/rueidis.(*clusterClient)._refresh.func2"),
 	)
@@ -36,10 +34,6 @@ func TestMain(m *testing.M) {
 
 // callTimeout is redis.timeout, the deadline of every decision call.
 const callTimeout = 25 * time.Millisecond
-
-// long reports whether the long variants run (go-redis failovers, more rounds): they are
-// measurements for the report, not promises make test has to keep.
-func long() bool { return os.Getenv("EXTAUTHZ_CLIENTCHECK_LONG") != "" }
 
 // countScript is the counting script of the promise tests: INCR with a TTL, like the
 // fixed-window script, plus the caller's nonce echoed back, so that a reply matched to the
@@ -55,6 +49,15 @@ func sha1Hex(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// scripter is how the decision path runs a script (ratelimit.Scripter): EVALSHA sha, and
+// EVAL src only when the server lacks the script. *redisconn.Client is one; rueidisScripter
+// makes a raw rueidis client one, for the cases that document rueidis itself.
+type scripter interface {
+	Eval(ctx context.Context, sha, src string, keys []string, args ...any) (any, error)
+}
+
+var _ scripter = (*redisconn.Client)(nil)
+
 var (
 	// errWrongReply means a reply carried another call's nonce: the client matched a reply
 	// to the wrong command.
@@ -63,15 +66,10 @@ var (
 	errBadReply = errors.New("reply of the wrong shape")
 )
 
-// count runs countScript on key the way ratelimit.FixedWindow runs its script: EVALSHA, and
-// EVAL only when the server lacks the script (after a failover, say). It returns the count
-// after the call.
-func count(ctx context.Context, s ratelimit.Scripter, key, nonce string) (int64, error) {
-	cmd := s.EvalSha(ctx, countSHA, []string{key}, 600000, nonce)
-	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
-		cmd = s.Eval(ctx, countScript, []string{key}, 600000, nonce)
-	}
-	v, err := cmd.Result()
+// count runs countScript on key and returns the count after the call. The reply must be
+// {count, nonce} with the caller's own nonce.
+func count(ctx context.Context, s scripter, key, nonce string) (int64, error) {
+	v, err := s.Eval(ctx, countSHA, countScript, []string{key}, 600000, nonce)
 	if err != nil {
 		return 0, err
 	}
@@ -90,34 +88,29 @@ func count(ctx context.Context, s ratelimit.Scripter, key, nonce string) (int64,
 	return n, nil
 }
 
-// rueidisScripter makes a rueidis client a ratelimit.Scripter, the interface the limiters
-// take today, with go-redis result types so that the same code reads every candidate.
-type rueidisScripter struct{ c rueidis.Client }
-
-var _ ratelimit.Scripter = rueidisScripter{}
-
-func (r rueidisScripter) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
-	return r.do(ctx, r.c.B().Evalsha().Sha1(sha).Numkeys(int64(len(keys))).Key(keys...).Arg(strs(args)...).Build())
+// rueidisScripter makes a raw rueidis client a scripter. retryable tags every command as
+// safe to retry (ToRetryable), which EVALSHA is not: it is the control case that shows a
+// test can see a script run twice.
+type rueidisScripter struct {
+	c         rueidis.Client
+	retryable bool
 }
 
-func (r rueidisScripter) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
-	return r.do(ctx, r.c.B().Eval().Script(script).Numkeys(int64(len(keys))).Key(keys...).Arg(strs(args)...).Build())
-}
-
-func (r rueidisScripter) do(ctx context.Context, cmd rueidis.Completed) *redis.Cmd {
-	v, err := r.c.Do(ctx, cmd).ToAny()
+func (r rueidisScripter) Eval(ctx context.Context, sha, src string, keys []string, args ...any) (any, error) {
+	v, err := r.do(ctx, r.c.B().Evalsha().Sha1(sha).Numkeys(int64(len(keys))).Key(keys...).Arg(strs(args)...).Build())
 	var re *rueidis.RedisError
-	if errors.As(err, &re) {
-		err = replyError(re.Error())
+	if errors.As(err, &re) && re.IsNoScript() {
+		v, err = r.do(ctx, r.c.B().Eval().Script(src).Numkeys(int64(len(keys))).Key(keys...).Arg(strs(args)...).Build())
 	}
-	return redis.NewCmdResult(v, err)
+	return v, err
 }
 
-// replyError is an error reply from Redis, as go-redis's redis.Error sees it.
-type replyError string
-
-func (e replyError) Error() string { return string(e) }
-func (replyError) RedisError()     {}
+func (r rueidisScripter) do(ctx context.Context, cmd rueidis.Completed) (any, error) {
+	if r.retryable {
+		cmd = cmd.ToRetryable()
+	}
+	return r.c.Do(ctx, cmd).ToAny()
+}
 
 func strs(args []any) []string {
 	out := make([]string, len(args))
@@ -138,7 +131,17 @@ func strs(args []any) []string {
 	return out
 }
 
-// newRueidis builds a rueidis client that is closed when the test ends.
+// sidecarOptions adds to opt the options redisconn.Client sets on every topology (REPORT.md,
+// "rueidis options for the migration"), for the raw rueidis cases that document the
+// behaviour redisconn relies on.
+func sidecarOptions(opt rueidis.ClientOption) rueidis.ClientOption {
+	opt.AlwaysPipelining = true
+	opt.PipelineMultiplex = -1
+	opt.MaxFlushDelay = 20 * time.Microsecond
+	return opt
+}
+
+// newRueidis builds a raw rueidis client that is closed when the test ends.
 func newRueidis(t testing.TB, opt rueidis.ClientOption) rueidis.Client {
 	t.Helper()
 	c, err := rueidis.NewClient(opt)
@@ -149,43 +152,111 @@ func newRueidis(t testing.TB, opt rueidis.ClientOption) rueidis.Client {
 	return c
 }
 
-// goRedisOptions are the go-redis options the sidecar uses today (redisconn's
-// universalOptions) for one node: RESP2, no retries, the caller's deadline on socket I/O.
-func goRedisOptions(addr string) *redis.Options {
-	return &redis.Options{
-		Addr:                  addr,
-		Protocol:              2,
-		DisableIdentity:       true,
-		ContextTimeoutEnabled: true,
-		ReadTimeout:           callTimeout,
-		WriteTimeout:          callTimeout,
-		PoolTimeout:           callTimeout,
-		MaxRetries:            -1,
-		DialerRetries:         1,
-	}
+// newClient builds the sidecar's own client, redisconn.Client, with its defaults, closes it
+// when the test ends, and waits until it has connected (it builds its rueidis client in the
+// background, and answers ErrNotReady until then).
+func newClient(t testing.TB, url string) *redisconn.Client {
+	t.Helper()
+	return newClientWith(t, redisconn.Options{URL: url})
 }
 
-func newGoRedis(t testing.TB, opt *redis.Options) *redis.Client {
+func newClientWith(t testing.TB, opts redisconn.Options) *redisconn.Client {
 	t.Helper()
-	c := redis.NewClient(opt)
-	t.Cleanup(func() { _ = c.Close() })
+	c, err := redisconn.New(opts, nil)
+	if err != nil {
+		t.Fatalf("redisconn.New(%s): %v", opts.URL, err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("redisconn.Client.Close: %v", err)
+		}
+	})
+	waitReady(t, c)
 	return c
 }
 
-// newPipe builds today's decision client, redisconn.Pipe, with the sidecar's defaults
-// (one connection, batches of at most 128, a 25 ms deadline per call).
-func newPipe(t testing.TB, url string) *redisconn.Pipe {
+// waitReady waits up to 10 s for c's first successful PING.
+func waitReady(t testing.TB, c *redisconn.Client) {
 	t.Helper()
-	c, err := redisconn.New(redisconn.Options{URL: url}, nil)
-	if err != nil {
-		t.Fatalf("redisconn.New(%s): %v", url, err)
+	began := time.Now()
+	var err error
+	for time.Since(began) < 10*time.Second {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err = c.Ping(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	p := c.NewPipe(redisconn.PipeOptions{})
-	t.Cleanup(func() {
-		_ = p.Close()
-		_ = c.Close()
-	})
-	return p
+	t.Fatalf("redisconn.Client (%s) not connected after %s: %v", c.Describe(), ms(time.Since(began)), err)
+}
+
+// The helpers below ask a node directly (redistest's Server.Do, a fresh connection each
+// time), never through the client under test.
+
+// do runs one command on node and fails t on an error or an error reply.
+func do(t testing.TB, node *redistest.Server, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := node.Do(ctx, args...)
+	if err != nil || strings.HasPrefix(r, "-") {
+		t.Fatalf("%s on %s: %q, %v", strings.Join(args, " "), node.Addr(), r, err)
+	}
+	return r
+}
+
+// getInt reads an integer key from node; 0 when it is missing.
+func getInt(t testing.TB, node *redistest.Server, key string) int64 {
+	t.Helper()
+	r := do(t, node, "GET", key)
+	if r == "" {
+		return 0
+	}
+	n, err := strconv.ParseInt(r, 10, 64)
+	if err != nil {
+		t.Fatalf("GET %s on %s = %q: %v", key, node.Addr(), r, err)
+	}
+	return n
+}
+
+// info is one field of INFO section on node.
+func info(t testing.TB, node *redistest.Server, section, field string) string {
+	t.Helper()
+	for _, line := range strings.Split(do(t, node, "INFO", section), "\r\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// dials is how many connections node has accepted so far, not counting the one that asks.
+func dials(t testing.TB, node *redistest.Server) int64 {
+	t.Helper()
+	v := info(t, node, "stats", "total_connections_received")
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		t.Fatalf("INFO stats on %s: total_connections_received %q: %v", node.Addr(), v, err)
+	}
+	return n - 1
+}
+
+// cmdCalls is how many times node has run cmd (INFO commandstats), to tell a cache hit from
+// a round trip by the server's own account.
+func cmdCalls(t testing.TB, node *redistest.Server, cmd string) int64 {
+	t.Helper()
+	stat := info(t, node, "commandstats", "cmdstat_"+cmd) // calls=N,usec=...
+	if stat == "" {
+		return 0
+	}
+	v, _, _ := strings.Cut(strings.TrimPrefix(stat, "calls="), ",")
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		t.Fatalf("cmdstat_%s %q: %v", cmd, stat, err)
+	}
+	return n
 }
 
 // dist summarises durations.

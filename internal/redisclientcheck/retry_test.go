@@ -3,14 +3,11 @@ package redisclientcheck
 import (
 	"context"
 	"fmt"
-	"slices"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/redis/rueidis"
 
-	"github.com/extauthz/extauthz/internal/ratelimit"
 	"github.com/extauthz/extauthz/internal/redistest"
 )
 
@@ -26,18 +23,26 @@ func TestNeverTwiceReplyLost(t *testing.T) {
 	if r, err := s.Do(context.Background(), "SCRIPT", "LOAD", countScript); err != nil || r != countSHA {
 		t.Fatalf("SCRIPT LOAD = %q, %v", r, err)
 	}
-	get := getter(t, s.Addr())
-	// go-redis's default MaxRetries (3) retries after a connection error, whatever the
-	// command: the reason the sidecar sets -1. It is the case that shows the test can see a
-	// second run.
-	retrying := nodeClient{name: "go-redis MaxRetries default", dial: func(t *testing.T, addr string) ratelimit.Scripter {
-		return newGoRedis(t, &redis.Options{Addr: addr, Protocol: 2, DisableIdentity: true, ContextTimeoutEnabled: true})
-	}}
-	for _, nc := range append(slices.Clone(nodeClients), retrying) {
-		t.Run(nc.name, func(t *testing.T) {
+	cases := []struct {
+		name string
+		dial func(t *testing.T, addr string) scripter
+		// retries is set for the control case: rueidis with EVALSHA tagged retryable
+		// (ToRetryable) runs a script again after a lost reply, which shows that the test
+		// sees a second run when there is one.
+		retries bool
+	}{
+		{name: "redisconn.Client", dial: func(t *testing.T, addr string) scripter {
+			return newClient(t, "redis://"+addr+"/0")
+		}},
+		{name: "rueidis EVALSHA ToRetryable", retries: true, dial: func(t *testing.T, addr string) scripter {
+			return rueidisScripter{c: newRueidis(t, sidecarOptions(rueidis.ClientOption{InitAddress: []string{addr}})), retryable: true}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
 			p := startCutProxy(t, s.Addr())
-			rdb := nc.dial(t, p.Addr())
-			key := "cut:" + nc.name
+			rdb := tc.dial(t, p.Addr())
+			key := "cut:" + tc.name
 			var ok int
 			for i := range cutCalls {
 				reconnect(t, rdb)
@@ -53,14 +58,14 @@ func TestNeverTwiceReplyLost(t *testing.T) {
 					ok++
 				}
 			}
-			ran := get(key)
+			ran := getInt(t, s, key)
 			t.Logf("%s: %d calls lost their reply; %d still returned a count (retried); the server ran the script %d times",
-				nc.name, cutCalls, ok, ran)
+				tc.name, cutCalls, ok, ran)
 			switch {
-			case nc.name == retrying.name && ran <= cutCalls:
-				t.Errorf("%s: ran %d scripts for %d calls: the retry this case documents did not happen", nc.name, ran, cutCalls)
-			case nc.name != retrying.name && ran != cutCalls:
-				t.Errorf("%s: the server ran %d scripts for %d calls, want exactly %d", nc.name, ran, cutCalls, cutCalls)
+			case tc.retries && ran <= cutCalls:
+				t.Errorf("%s: ran %d scripts for %d calls: the retry this case documents did not happen", tc.name, ran, cutCalls)
+			case !tc.retries && (ran != cutCalls || ok != 0):
+				t.Errorf("%s: the server ran %d scripts for %d calls and %d calls returned a count; want exactly %d runs and 0 counts", tc.name, ran, cutCalls, ok, cutCalls)
 			}
 		})
 	}
@@ -68,22 +73,24 @@ func TestNeverTwiceReplyLost(t *testing.T) {
 
 // reconnect makes calls without the marker until one succeeds, so that the next call goes
 // out on a live connection rather than failing on the one the proxy cut.
-func reconnect(t *testing.T, rdb ratelimit.Scripter) {
+func reconnect(t *testing.T, rdb scripter) {
 	t.Helper()
 	var err error
-	for range 20 {
+	for range 100 {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_, err = count(ctx, rdb, "reconnect", "reconnect")
 		cancel()
 		if err == nil {
 			return
 		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("no call succeeded after a cut: %v", err)
 }
 
-// TestRueidisRetries shows which rueidis calls retry after a lost reply: read-only
-// commands do (unless DisableRetry), EVALSHA and a DoMulti with EVALSHA never do.
+// TestRueidisRetries shows which rueidis calls retry after a lost reply, with the options
+// redisconn sets: read-only commands do (unless DisableRetry), EVALSHA and a DoMulti with
+// EVALSHA never do. redisconn leaves retries on because of it.
 func TestRueidisRetries(t *testing.T) {
 	s := redistest.Start(t)
 	ctx := context.Background()
@@ -93,20 +100,23 @@ func TestRueidisRetries(t *testing.T) {
 	if r, err := s.Do(ctx, "SET", cutMarker+":get", "v"); err != nil || r != "+OK" {
 		t.Fatalf("SET = %q, %v", r, err)
 	}
-	get := getter(t, s.Addr())
 	for _, disable := range []bool{false, true} {
 		t.Run(fmt.Sprintf("DisableRetry=%v", disable), func(t *testing.T) {
 			p := startCutProxy(t, s.Addr())
-			c := newRueidis(t, rueidis.ClientOption{InitAddress: []string{p.Addr()}, DisableRetry: disable})
-			rdb := rueidisScripter{c}
+			c := newRueidis(t, sidecarOptions(rueidis.ClientOption{InitAddress: []string{p.Addr()}, DisableRetry: disable}))
+			rdb := rueidisScripter{c: c}
 
-			// GET is read-only: retried on a new connection unless retries are off.
+			// GET is read-only: retried on a new connection unless retries are off. The
+			// retry redials; a second, not 25 ms, so that a loaded box cannot make it look
+			// like no retry.
 			reconnect(t, rdb)
 			p.arm()
-			cctx, cancel := context.WithTimeout(ctx, callTimeout)
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			began := time.Now()
 			v, err := c.Do(cctx, c.B().Get().Key(cutMarker+":get").Build()).ToString()
+			took := time.Since(began)
 			cancel()
-			t.Logf("GET with its reply cut: %q, %v (cuts %d)", v, err, p.cuts.Load())
+			t.Logf("GET with its reply cut: %q, %v after %s (cuts %d)", v, err, ms(took), p.cuts.Load())
 			if disable == (err == nil) {
 				t.Errorf("GET with its reply cut, DisableRetry=%v: %q, %v; want an error exactly when retries are off", disable, v, err)
 			}
@@ -128,7 +138,7 @@ func TestRueidisRetries(t *testing.T) {
 				}
 				cancel()
 			}
-			ran := get(key)
+			ran := getInt(t, s, key)
 			t.Logf("DoMulti(EVALSHA, EVALSHA) x %d with the replies cut: %d of %d commands failed, the server ran %d", cutCalls, failed, 2*cutCalls, ran)
 			if ran > 2*cutCalls {
 				t.Errorf("the server ran %d scripts for %d commands: a DoMulti was retried", ran, 2*cutCalls)

@@ -28,6 +28,9 @@ type topology struct {
 	seeds []string
 	// masterName is the name the sentinels monitor (sentinel only).
 	masterName string
+	// secrets are the session ids, cookies and API keys the suite used: none may appear in
+	// the sidecar's log or in a CLI output other than create's.
+	secrets []string
 }
 
 // respError is an error reply (-ERR ..., -MOVED ...).
@@ -324,7 +327,9 @@ func (tp *topology) storeSession(t *testing.T, sid, secret string, fields map[st
 	if v := tp.do(t, "sess:"+sid, "SET", "sess:"+sid, data, "EX", "3600"); v != "OK" {
 		t.Fatalf("%s: SET sess: %v", tp.name, v)
 	}
-	return signCookie(sid, secret)
+	cookie := signCookie(sid, secret)
+	tp.secrets = append(tp.secrets, sid, cookie)
+	return cookie
 }
 
 // sessionJSON is connect-redis's value for a session: express-session's cookie object and the

@@ -182,7 +182,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	b.loadgen = filepath.Join(dir, "loadgen")
 	sidecarBin := *extauthzBin
+	sidecarFrom := "binary " + sidecarBin
 	if sidecarBin == "" {
+		sidecarFrom = gitState(ctx, root)
 		sidecarBin = filepath.Join(dir, "extauthz")
 		if err := goBuild(ctx, root, goBin, sidecarBin, "./cmd/extauthz"); err != nil {
 			return err
@@ -192,7 +194,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	m := machine{
 		cpus: runtime.NumCPU(), model: cpuModel(), kernel: readTrim("/proc/sys/kernel/osrelease"),
 		goVersion: goVersion(ctx, goBin), redisVersion: redisVersion(ctx), redisNotify: soakOpts.redisNotify,
-		sidecarProcs: sidecarGOMAXPROCS, topology: *topology,
+		sidecarProcs: sidecarGOMAXPROCS, topology: *topology, sidecarFrom: sidecarFrom,
 	}
 	fmt.Fprintf(b.raw, "# %s\n# machine: %s\n# started: %s\n", command, m, b.started.Format(time.RFC3339))
 

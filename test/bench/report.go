@@ -19,6 +19,8 @@ type machine struct {
 	sidecarProcs int
 	// topology is the private Redis (-topology), "" for the soak's one redis-server.
 	topology string
+	// sidecarFrom says what the sidecar was built from (gitState) or which binary it is.
+	sidecarFrom string
 }
 
 func (m machine) String() string {
@@ -39,6 +41,9 @@ func (m machine) String() string {
 func writeReport(w io.Writer, results []*result, m machine, command, rawPath string) {
 	fmt.Fprintf(w, "\n## extauthz benchmark\n\n")
 	fmt.Fprintf(w, "Machine: %s  \nCommand: `%s`  \n", m, command)
+	if m.sidecarFrom != "" {
+		fmt.Fprintf(w, "Sidecar: %s  \n", m.sidecarFrom)
+	}
 	fmt.Fprintf(w, "Load average at the end (1, 5, 15 min; %d CPUs): %s  \n", m.cpus, loadAverage())
 	fmt.Fprintf(w, "Raw loadgen and redis-benchmark lines: %s\n\n", rawPath)
 	fmt.Fprintln(w, "Latencies in µs; rounds are averaged. rps and latencies include failed calls; errors is their")

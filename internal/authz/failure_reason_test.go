@@ -54,10 +54,20 @@ func TestCheckCallerDeadlineIsTimeout(t *testing.T) {
 			core, logs := observer.New(zapcore.InfoLevel)
 			c := checkClient(t, pausableEngine(t, r, m, zap.New(core)))
 			req := checkRequest("GET", "/x", nil, nil)
-			// One answered call first, so the connection is up when Redis stops.
-			if resp, err := c.Check(context.Background(), req); err != nil || resp.GetStatus().GetCode() != int32(code.Code_OK) {
-				t.Fatalf("warm-up call: %v %v", resp.GetStatus(), err)
+			// One answered call first, so the connection is up when Redis stops. On a loaded
+			// machine a call may miss redis.timeout's 25 ms, so it is retried; the decisions
+			// of the warm-up are then taken out of what is asserted below.
+			for i := 0; ; i++ {
+				resp, err := c.Check(context.Background(), req)
+				if err == nil && resp.GetStatus().GetCode() == int32(code.Code_OK) {
+					break
+				}
+				if i == 20 {
+					t.Fatalf("warm-up call: %v %v", resp.GetStatus(), err)
+				}
 			}
+			logs.TakeAll()
+			before := metricstest.Counters(t, m.Registry)
 			r.Pause()
 
 			ctx, cancel := tt.call()
@@ -78,12 +88,12 @@ func TestCheckCallerDeadlineIsTimeout(t *testing.T) {
 				wantErr: 1,
 				`extauthz_authz_decisions_total{policy="limited",reason="backend_error",result="error"}`: 1,
 			} {
-				if got := series[name]; got != want {
-					t.Errorf("%s = %v, want %v; series:\n%s", name, got, want, metricstest.Dump(series))
+				if got := series[name] - before[name]; got != want {
+					t.Errorf("%s went up by %v, want %v; series:\n%s", name, got, want, metricstest.Dump(series))
 				}
 			}
 			for name := range series {
-				if strings.HasPrefix(name, "extauthz_redis_errors_total") && name != wantErr {
+				if strings.HasPrefix(name, "extauthz_redis_errors_total") && name != wantErr && series[name] != before[name] {
 					t.Errorf("unexpected %s; series:\n%s", name, metricstest.Dump(series))
 				}
 			}
@@ -92,11 +102,7 @@ func TestCheckCallerDeadlineIsTimeout(t *testing.T) {
 }
 
 // pausableEngine builds an Engine on closedLimitsConfig whose limiter counts on r through the
-// sidecar's client, wrapped in a Guard as serve.go does. Its own Redis deadline is a second,
-// far past the callers' 20 and 10 ms: the caller is what ends the call, as Envoy's ext_authz
-// timeout does (over gRPC, mostly as a stream reset that the server sees as a cancellation),
-// and the warm-up call does not depend on a loaded machine answering within redis.timeout's
-// 25 ms default.
+// sidecar's client, wrapped in a Guard as serve.go does, with redis.timeout's default.
 func pausableEngine(t *testing.T, r *redistest.Server, m *metrics.Metrics, log *zap.Logger) *Engine {
 	t.Helper()
 	rc := redisClient(t, r)
@@ -108,7 +114,7 @@ func pausableEngine(t *testing.T, r *redistest.Server, m *metrics.Metrics, log *
 		Sessions:        fakeSessions{},
 		Keys:            fakeKeys{},
 		Limiter:         ratelimit.NewGuard(ratelimit.NewLimiter(rc), ratelimit.GuardOptions{Size: 1000}),
-		Timeout:         time.Second,
+		Timeout:         rc.Timeout(),
 		Metrics:         m,
 		Logger:          log,
 		DecisionDenials: true,

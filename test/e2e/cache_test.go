@@ -66,6 +66,9 @@ func TestCacheSeesLogoutAndRevoke(t *testing.T) {
 	s := startSidecar(t, "--config", writeFile(t, t.TempDir(), "extauthz.yaml", cacheConfig(r.URL(), true)))
 	s.waitReady()
 	c := dialCheck(t, s)
+	if v := metricValue(t, s, "extauthz_cache_active"); v != 1 {
+		t.Errorf("extauthz_cache_active = %v without keyspace notifications, want 1", v)
+	}
 
 	t.Run("logout through Express", func(t *testing.T) {
 		dave := app.login("dave", "admin")
@@ -78,7 +81,7 @@ func TestCacheSeesLogoutAndRevoke(t *testing.T) {
 		if gets < 1 || gets > 2 {
 			t.Errorf("5 decisions about one session made %d GETs, want 1 (then cache hits; 2 tolerated)", gets)
 		}
-		if hits := metricValue(t, s, `extauthz_cache_lookups_total{cache="session",result="hit"}`); hits >= 0 && hits-hitsBefore < 3 {
+		if hits := metricValue(t, s, `extauthz_cache_lookups_total{cache="session",result="hit"}`); hits-hitsBefore < 3 {
 			t.Errorf("%v session cache hits counted for 5 decisions about one session, want at least 3", hits-hitsBefore)
 		}
 		if code, body := app.do("POST", "/logout", dave); code != 200 {
@@ -130,6 +133,9 @@ func TestCacheOff(t *testing.T) {
 	}
 	if gets := tp.commandCalls(t, r.Addr(), "get") - before; gets != 5 {
 		t.Errorf("5 decisions with the cache off made %d GETs, want 5", gets)
+	}
+	if v := metricValue(t, s, "extauthz_cache_active"); v == 1 {
+		t.Errorf("extauthz_cache_active = 1 with cache.enabled false")
 	}
 	if _, err := r.Do(t.Context(), "DEL", "sess:cache-off-sid"); err != nil {
 		t.Fatal(err)

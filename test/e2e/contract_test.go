@@ -107,7 +107,10 @@ func runContract(t *testing.T, tp *topology) {
 	authz := dialCheck(t, s)
 
 	t.Run("ShouldRateLimit", func(t *testing.T) { contractRLS(t, tp, rls) })
-	t.Run("session", func(t *testing.T) { contractSession(t, tp, authz) })
+	if v := metricValue(t, s, "extauthz_cache_active"); v != 1 {
+		t.Errorf("%s: extauthz_cache_active = %v with the cache on, want 1", tp.name, v)
+	}
+	t.Run("session", func(t *testing.T) { contractSession(t, tp, s, authz) })
 	t.Run("algorithms", func(t *testing.T) { contractAlgorithms(t, tp, authz) })
 	t.Run("apikey", func(t *testing.T) { contractAPIKey(t, tp, authz) })
 	logs := s.logs.String()
@@ -246,7 +249,8 @@ func contractRLS(t *testing.T, tp *topology, c rlsv3.RateLimitServiceClient) {
 // contractSession checks Check with connect-redis sessions: identity headers, cache hits
 // that never reach Redis, and that a logout (DEL), a login (a new key) and a change (SET) are
 // seen by the next decisions.
-func contractSession(t *testing.T, tp *topology, c authv3.AuthorizationClient) {
+func contractSession(t *testing.T, tp *topology, s *sidecar, c authv3.AuthorizationClient) {
+	const hitSeries = `extauthz_cache_lookups_total{cache="session",result="hit"}`
 	sid := randomHex(t)
 	key := "sess:" + sid
 	cookie := tp.storeSession(t, sid, contractSecret, map[string]any{"userId": "alice", "role": "admin"})
@@ -254,6 +258,7 @@ func contractSession(t *testing.T, tp *topology, c authv3.AuthorizationClient) {
 	node := tp.nodeOf(t, key)
 
 	before := tp.commandCalls(t, node, "get")
+	hitsBefore := max(metricValue(t, s, hitSeries), 0)
 	for range 6 {
 		assertAllowedAs(t, check(t, c, checkRequest("GET", "/me/profile", h, "")), map[string]string{"x-user-id": "alice", "x-user-role": "admin"})
 	}
@@ -262,6 +267,10 @@ func contractSession(t *testing.T, tp *topology, c authv3.AuthorizationClient) {
 	if gets < 1 || gets > 2 {
 		t.Errorf("6 decisions about one session made %d GETs on its node, want 1 (a miss, then cache hits; 2 tolerated)", gets)
 	}
+	if hits := metricValue(t, s, hitSeries) - hitsBefore; hits < 4 {
+		t.Errorf("%s counted %v for 6 decisions about one session, want at least 4", hitSeries, hits)
+	}
+	invalidationsBefore, _ := metricSum(t, s, "extauthz_cache_invalidations_total")
 
 	// A bad signature never reaches Redis.
 	before = tp.commandCalls(t, node, "get")
@@ -278,6 +287,9 @@ func contractSession(t *testing.T, tp *topology, c authv3.AuthorizationClient) {
 		return r.GetDeniedResponse().GetStatus().GetCode() == 401
 	})
 	t.Logf("%s: logout seen after %v", tp.name, took)
+	if n, found := metricSum(t, s, "extauthz_cache_invalidations_total"); !found || n-invalidationsBefore < 1 {
+		t.Errorf("the logout counted %v invalidations (metric found: %v), want at least 1", n-invalidationsBefore, found)
+	}
 
 	// A session unknown to Redis, asked about twice (the miss may be cached), then created:
 	// the login is seen by the next decisions.

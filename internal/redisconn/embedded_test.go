@@ -205,9 +205,15 @@ func TestEmbeddedScales(t *testing.T) {
 	const keys = 20000
 	c := newClient(t, Options{Timeout: 10 * time.Second})
 	ctx := context.Background()
-	fill := `for i = 1, tonumber(ARGV[1]) do redis.call('SET', 'rl:{p:' .. i .. '}:w', '1', 'EX', 3600) end return 1`
-	if _, err := c.Eval(ctx, sha1Hex(fill), fill, nil, keys); err != nil {
-		t.Fatalf("SET %d keys: %v", keys, err)
+	// Straight into the store: through the client, 20,000 writes take seconds under -race
+	// on a busy box, and they are not what is measured.
+	m := c.embedded.m
+	for i := range keys {
+		k := "rl:{p:" + strconv.Itoa(i) + "}:w"
+		if err := m.Set(k, "1"); err != nil {
+			t.Fatalf("SET %s: %v", k, err)
+		}
+		m.SetTTL(k, time.Hour)
 	}
 	const calls = 200
 	start := time.Now()

@@ -461,15 +461,8 @@ func checkDeadline(t *testing.T, top topology, c *Client) {
 	if _, err := c.Do(ctxFor(t), "SET", []string{key}, "0"); err != nil {
 		t.Fatal(err)
 	}
-	top.pause(key)
-	resumed := false
-	defer func() {
-		if !resumed {
-			top.resume()
-		}
-	}()
 	const script = `return redis.call('INCR', KEYS[1])`
-	measureDeadline(t, deadline, 4, 3, func(w, i int) error {
+	measureDeadline(t, deadline, 4, 3, func() { top.pause(key) }, top.resume, func(w, i int) error {
 		ctx, cancel := context.WithTimeout(context.Background(), deadline)
 		defer cancel()
 		var err error
@@ -483,8 +476,6 @@ func checkDeadline(t *testing.T, top topology, c *Client) {
 		}
 		return err
 	})
-	top.resume()
-	resumed = true
 	// Back to normal on the same Client.
 	if _, err := c.Get(ctxFor(t), key); err != nil {
 		t.Errorf("Get after resuming: %v", err)
@@ -540,5 +531,41 @@ func TestMaxInFlight(t *testing.T) {
 	}
 	if n := c.inFlight.Load(); n != 0 {
 		t.Errorf("%d calls in flight at rest, want 0", n)
+	}
+}
+
+// TestSentinelFailover: the same Client follows the sentinels to the new master, with the
+// data, once the old one dies.
+func TestSentinelFailover(t *testing.T) {
+	t.Parallel()
+	s := redistest.StartSentinel(t)
+	c := readyClient(t, Options{URL: s.URL(0), Timeout: 500 * time.Millisecond})
+	ctx := ctxFor(t)
+	if _, err := c.Do(ctx, "SET", []string{"k"}, "before"); err != nil {
+		t.Fatal(err)
+	}
+	// WAIT counts the writes of its own connection: the Client has one to the master.
+	if n, err := c.Do(ctx, "WAIT", nil, "1", "2000"); err != nil || n != int64(1) {
+		t.Fatalf("WAIT 1 = %v, %v, want 1 replica", n, err)
+	}
+	old := s.KillMaster()
+	killed := time.Now()
+	var last error
+	for {
+		_, last = c.Do(context.Background(), "SET", []string{"k2"}, "after")
+		if last == nil {
+			break
+		}
+		if time.Since(killed) > 10*time.Second {
+			t.Fatalf("SET 10s after the master died: %v", last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("the same Client wrote again %v after %s died", time.Since(killed).Round(time.Millisecond), old)
+	if v, err := c.Get(ctxFor(t), "k"); err != nil || v != "before" {
+		t.Errorf("GET k after the failover = %q, %v, want %q", v, err, "before")
+	}
+	if got := s.MasterAddr(); got == old {
+		t.Errorf("the master is still %s", old)
 	}
 }

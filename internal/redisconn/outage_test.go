@@ -278,3 +278,23 @@ func TestNotReadyIsNoTimeout(t *testing.T) {
 		t.Error("IsTimeout(ErrBusy) or !IsTimeout(context.DeadlineExceeded)")
 	}
 }
+
+// TestStart: Start connects without a call, so that readiness can turn true before the first
+// request.
+func TestStart(t *testing.T) {
+	s := redistest.Start(t)
+	c := newClient(t, Options{URL: s.URL()})
+	if c.started.Load() {
+		t.Fatal("New started connecting: it must do no I/O")
+	}
+	c.Start()
+	for deadline := time.Now().Add(5 * time.Second); c.rc.Load() == nil; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no connection 5s after Start")
+		}
+	}
+	if !c.Ready() {
+		t.Error("Ready() = false once connected")
+	}
+	c.Start() // A second Start is harmless.
+}

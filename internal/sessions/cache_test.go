@@ -149,7 +149,7 @@ func TestCacheHonoursKeyTTL(t *testing.T) {
 	srv := redistest.Start(t)
 	res := newResults()
 	s := cachedStore(t, newClient(t, srv.URL()), res.observe)
-	serverDo(t, srv, "SET", "sess:soon", richSession, "PX", "300")
+	serverDo(t, srv, "SET", "sess:soon", richSession, "PX", "1000")
 	cookie := cookieHeader("soon", "new-secret")
 	for range 2 {
 		if _, err := s.Resolve(t.Context(), cookie); err != nil {
@@ -159,7 +159,7 @@ func TestCacheHonoursKeyTTL(t *testing.T) {
 	if res.get("hit") != 1 {
 		t.Fatalf("observed %v before the TTL, want a hit", res.snapshot())
 	}
-	time.Sleep(350 * time.Millisecond)
+	time.Sleep(1100 * time.Millisecond)
 	if _, err := s.Resolve(t.Context(), cookie); !errors.Is(err, ErrNoSession) {
 		t.Fatalf("after the key's TTL: %v, want ErrNoSession", err)
 	}
@@ -173,14 +173,19 @@ func TestCacheWithTouch(t *testing.T) {
 	opts := richOptions
 	opts.Cache = &CacheOptions{TTL: time.Minute, Observe: res.observe}
 	opts.TouchTTL, opts.TouchEvery = time.Hour, time.Hour
-	s := newStore(t, newClient(t, srv.URL()), opts)
+	rc := newClient(t, srv.URL())
+	s := newStore(t, rc, opts)
 	serverDo(t, srv, "SET", "sess:t", richSession, "EX", "100")
 	cookie := cookieHeader("t", "new-secret")
 	for range 3 {
 		if _, err := s.Resolve(t.Context(), cookie); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(5 * time.Millisecond)
+		// Redis pushes the invalidation a touch causes right after the EXPIRE's reply; one
+		// more command on the connection cannot be answered before the push was applied.
+		if _, err := rc.Do(t.Context(), "EXISTS", []string{"sess:t"}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if ttl := serverDo(t, srv, "TTL", "sess:t"); ttl != ":3600" {
 		t.Errorf("TTL after the touch = %s, want :3600 from originalMaxAge", ttl)

@@ -722,7 +722,7 @@ policies:
 		if rejected < 1 || rejected < 0.25*float64(failed.n) {
 			t.Errorf("%v in-flight rejections counted for %d failed requests with a cap of %d: the cap did not fail them fast", rejected, failed.n, maxInflight)
 		}
-		if failed.p50 >= 25*time.Millisecond/2 {
+		if failed.p50 >= 25*time.Millisecond {
 			t.Errorf("failed requests' p50 %v: past the cap they should fail at once, not at redis.timeout (25ms)", failed.p50)
 		}
 		// Slots are given back: once the master answers, the capped sidecar answers again.
@@ -830,4 +830,97 @@ func failureTimeline(ss []sample, t0, since time.Time) string {
 		}
 	}
 	return b.String()
+}
+
+// The Sentinel and Cluster form of TestStartsWithoutRedis: the sidecar starts while every node
+// of the topology (sentinels included) is stopped with SIGSTOP, so that connections are
+// accepted by the kernel and nothing answers, the hardest way for a client to be built. It
+// serves what needs no Redis, answers the rest with a fast Unavailable, reports not ready, and
+// turns ready by itself once the nodes continue, with no restart.
+func TestStartsWhileTopologyHangs(t *testing.T) {
+	for _, kind := range []string{"sentinel", "cluster"} {
+		t.Run(kind, func(t *testing.T) {
+			var url string
+			var nodes []*redistest.Server
+			if kind == "sentinel" {
+				sn := redistest.StartSentinel(t)
+				url = sn.URL(0)
+				for _, a := range append(sn.SentinelAddrs(), sn.DataAddrs()...) {
+					nodes = append(nodes, sn.Node(a))
+				}
+			} else {
+				cl := redistest.StartCluster(t)
+				url = cl.URL()
+				for _, a := range cl.Addrs() {
+					nodes = append(nodes, cl.Node(a))
+				}
+			}
+			for _, n := range nodes {
+				n.Pause()
+			}
+			resumed := false
+			resume := func() {
+				if !resumed {
+					resumed = true
+					for _, n := range nodes {
+						n.Resume()
+					}
+				}
+			}
+			defer resume()
+
+			dir := t.TempDir()
+			writeFile(t, dir, "fault.yaml", faultDomain)
+			cfg := writeFile(t, t.TempDir(), "extauthz.yaml", fmt.Sprintf("redis: {url: %q}\nratelimit: {config_dir: %q}\n", url, dir))
+			s := startSidecar(t, "--config", cfg)
+			started := time.Now()
+			pid := s.cmd.Process.Pid
+			c := s.dial()
+			if code, body := s.get("/readyz"); code != 503 {
+				t.Fatalf("/readyz with every node stopped = %d %q, want 503", code, body)
+			}
+			if sm := rlsSample(context.Background(), c, "no-such-domain", "u", "x", answerOK, 0); sm.out != answerOK {
+				t.Fatalf("unknown domain with every node stopped: %s %s, want OK", sm.out, sm.err)
+			}
+			var worst time.Duration
+			for i := 0; i < 5; i++ {
+				begin := time.Now()
+				sm := rlsSample(context.Background(), c, "fault", "u", "lazy", answerOK, 0)
+				took := time.Since(begin)
+				worst = max(worst, took)
+				if sm.out != answerFail || !strings.Contains(sm.err, "code = Unavailable") {
+					t.Fatalf("limited domain with every node stopped: %s %q, want Unavailable", sm.out, sm.err)
+				}
+			}
+			if worst > time.Second {
+				t.Errorf("limited domain with every node stopped answered in up to %v, want about redis.timeout", worst)
+			}
+
+			// Past redis.dial_timeout (1 s), so that the client's first attempts have failed
+			// and it is retrying when the nodes continue.
+			time.Sleep(time.Until(started.Add(1500 * time.Millisecond)))
+			if code, body := s.get("/readyz"); code != 503 {
+				t.Fatalf("/readyz 1.5 s after start with every node stopped = %d %q, want 503", code, body)
+			}
+			resume()
+			up := time.Now()
+			for {
+				code, _ := s.get("/readyz")
+				sm := rlsSample(context.Background(), c, "fault", "u", "lazy", answerOK, 0)
+				if code == 200 && sm.out == answerOK {
+					break
+				}
+				if exited(s) {
+					t.Fatalf("extauthz exited while the nodes were stopped:\n%s", s.logs.String())
+				}
+				if time.Since(up) > 15*time.Second {
+					t.Fatalf("not ready 15 s after the nodes continued (/readyz %d, %s %s)\n%s", code, sm.out, sm.err, s.logs.String())
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			pidAlive(t, s, pid)
+			t.Logf("FAULT %s, every node SIGSTOPped for 1.5 s from start: Unavailable in at most %v meanwhile; ready and answering %v after SIGCONT, same pid %d",
+				kind, worst.Round(time.Millisecond), time.Since(up).Round(time.Millisecond), pid)
+		})
+	}
 }

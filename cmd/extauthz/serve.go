@@ -126,14 +126,20 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, log *zap.
 	}
 
 	ropts := redisOptions(cfg.Redis, cfg.Cache.MaxBytes)
+	// rc is set before the client can dial (it dials after Start), so the callback may read it.
+	var rc *redisconn.Client
 	ropts.OnBusy = m.RedisInflightRejected.Inc
-	ropts.OnConnFailure = func(reason string) { m.RedisConnFailures.WithLabelValues(reason).Inc() }
+	ropts.OnConnFailure = func(reason string) {
+		m.RedisConnFailures.WithLabelValues(reason).Inc()
+		// The sampled logger keeps an outage to a few lines a second.
+		log.Warn("redis connection failed; the client dials again", zap.String("reason", reason), zap.String("redis", rc.Describe()))
+	}
 	if !cfg.Cache.Enabled {
 		ropts.CacheBytes = -1
 	}
 	invalidations := m.CacheInvalidations.WithLabelValues("all")
 	ropts.OnInvalidation = func(keys int) { invalidations.Add(float64(keys)) }
-	rc, err := redisconn.New(ropts, log)
+	rc, err = redisconn.New(ropts, log)
 	if err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}

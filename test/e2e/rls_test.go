@@ -122,12 +122,12 @@ ratelimit: {config_dir: %q}
 	if code, _ := s.get("/readyz"); code != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz during outage = %d, want 503", code)
 	}
-	// The decisions' pipelined connection had its dials refused: counted and logged.
-	if v := metricValue(t, s, `extauthz_redis_pipeline_connection_failures_total{reason="dial"}`); v < 1 {
-		t.Errorf("pipeline connection failures (dial) = %v, want at least 1", v)
+	// The client's redials were refused: counted and logged.
+	if v := metricValue(t, s, `extauthz_redis_pipeline_connection_failures_total{reason="refused"}`); v < 1 {
+		t.Errorf("connection failures (refused) = %v, want at least 1", v)
 	}
-	if !strings.Contains(s.logs.String(), "redis decision connection failed") {
-		t.Errorf("no warning about the decision connection in the log:\n%s", s.logs.String())
+	if !strings.Contains(s.logs.String(), "redis connection failed") {
+		t.Errorf("no warning about the refused connection in the log:\n%s", s.logs.String())
 	}
 	// Requests that need no Redis still answer.
 	resp, err := c.ShouldRateLimit(ctx, rlsRequest("unknown-domain", "user", "bob"))

@@ -55,17 +55,17 @@ func StartCluster(t testing.TB, opts ...Option) *Cluster {
 	for i := 0; i < 6; i++ {
 		// cluster-port (Redis 7) sets the bus port, which is otherwise port+10000 and may be
 		// taken or out of range.
-		p := freePorts(t, 2, used)
-		args := append(o.dataArgs(),
-			"--cluster-enabled", "yes",
-			"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", p[0])),
-			"--cluster-node-timeout", "1000",
-			"--cluster-port", strconv.Itoa(p[1]),
-			// A replica may take over however long ago it last heard from its master: the
-			// tests pause nodes and kill masters and want the failover every time.
-			"--cluster-replica-validity-factor", "0",
-		)
-		n := startNode(t, dir, p[0], o.password, "", args...)
+		n := startFresh(t, dir, o.password, "", used, 2, func(p []int) []string {
+			return append(o.dataArgs(),
+				"--cluster-enabled", "yes",
+				"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", p[0])),
+				"--cluster-node-timeout", "1000",
+				"--cluster-port", strconv.Itoa(p[1]),
+				// A replica may take over however long ago it last heard from its master:
+				// the tests pause nodes and kill masters and want the failover every time.
+				"--cluster-replica-validity-factor", "0",
+			)
+		})
 		c.nodes = append(c.nodes, n)
 		c.pids = append(c.pids, n.PID())
 	}

@@ -6,6 +6,7 @@ package redistest
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -62,11 +63,7 @@ func Start(t testing.TB, args ...string) *Server {
 		}
 		t.Skip("redis-server not found on PATH: install it (apt-get install -y redis-server) to run this test")
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir(), args: args}
-	s.port = FreePort(t)
-	s.start()
-	t.Cleanup(s.Stop)
-	return s
+	return startFresh(t, t.TempDir(), "", "", nil, 1, func([]int) []string { return args })
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -82,6 +79,19 @@ func FreePort(t testing.TB) int {
 
 func (s *Server) start() {
 	s.t.Helper()
+	if err := s.tryStart(); err != nil {
+		s.t.Fatalf("%v", err)
+	}
+}
+
+// errPortTaken means redis-server could not bind its port: FreePort's port was free when
+// asked, but another process (a parallel test, another package's test binary) took it before
+// redis-server bound it. The caller picks new ports and tries again.
+var errPortTaken = errors.New("port taken")
+
+// tryStart starts the process and waits until it answers PING. A failure stops the process;
+// one caused by a port taken in the meantime wraps errPortTaken.
+func (s *Server) tryStart() error {
 	s.logPath = filepath.Join(s.dir, fmt.Sprintf("redis-%d.log", s.port))
 	args := []string{
 		"--port", strconv.Itoa(s.port),
@@ -101,7 +111,7 @@ func (s *Server) start() {
 	// Its own process group, so a killed test run does not leave it attached to the terminal.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("start redis-server: %v", err)
+		return fmt.Errorf("start redis-server: %w", err)
 	}
 	s.cmd = cmd
 	s.done = make(chan struct{})
@@ -111,8 +121,13 @@ func (s *Server) start() {
 	}(cmd, s.done)
 	if err := s.waitReady(10 * time.Second); err != nil {
 		s.Stop()
-		s.t.Fatalf("redis-server on port %d did not become ready: %v\n%s", s.port, err, s.logTail())
+		tail := s.logTail()
+		if strings.Contains(tail, "Address already in use") {
+			return fmt.Errorf("redis-server on port %d: %w", s.port, errPortTaken)
+		}
+		return fmt.Errorf("redis-server on port %d did not become ready: %v\n%s", s.port, err, tail)
 	}
+	return nil
 }
 
 func (s *Server) waitReady(timeout time.Duration) error {

@@ -48,21 +48,22 @@ func StartSentinel(t testing.TB, opts ...Option) *Sentinel {
 	used := map[int]bool{}
 	s := &Sentinel{t: t, name: sentinelMaster, password: o.password, sentinelPassword: o.sentinelPassword}
 
-	ports := freePorts(t, 2, used)
-	master := startNode(t, dir, ports[0], o.password, "", o.dataArgs()...)
-	replicaArgs := append(o.dataArgs(), "--replicaof", "127.0.0.1", strconv.Itoa(master.Port()))
-	replica := startNode(t, dir, ports[1], o.password, "", replicaArgs...)
+	dataArgs := func([]int) []string { return o.dataArgs() }
+	master := startFresh(t, dir, o.password, "", used, 1, dataArgs)
+	replica := startFresh(t, dir, o.password, "", used, 1, func([]int) []string {
+		return append(o.dataArgs(), "--replicaof", "127.0.0.1", strconv.Itoa(master.Port()))
+	})
 	s.data = []*Server{master, replica}
 	if err := poll(20*time.Second, 20*time.Millisecond, func() error { return s.replicaSynced(replica) }); err != nil {
 		t.Fatalf("redistest: replica %s did not sync with %s: %v\n%s", replica.Addr(), master.Addr(), err, replica.logTail())
 	}
 
-	for i, port := range freePorts(t, 3, used) {
+	for i := 0; i < 3; i++ {
 		conf := filepath.Join(dir, fmt.Sprintf("sentinel-%d.conf", i))
 		if err := os.WriteFile(conf, []byte(s.sentinelConf(master.Port())), 0o600); err != nil {
 			t.Fatalf("redistest: write %s: %v", conf, err)
 		}
-		s.sentinels = append(s.sentinels, startNode(t, dir, port, o.sentinelPassword, conf, "--sentinel"))
+		s.sentinels = append(s.sentinels, startFresh(t, dir, o.sentinelPassword, conf, used, 1, func([]int) []string { return []string{"--sentinel"} }))
 	}
 	for _, n := range append(append([]*Server{}, s.data...), s.sentinels...) {
 		s.pids = append(s.pids, n.PID())

@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -91,13 +92,29 @@ func (o options) dataArgs() []string {
 	return append(args, o.args...)
 }
 
-// startNode starts one redis-server of a topology in dir and stops it in t.Cleanup.
-func startNode(t testing.TB, dir string, port int, password, conf string, args ...string) *Server {
+// startFresh starts a server on nports fresh free ports (the first is its own; argsFor turns
+// them into its arguments, a cluster bus port say), and tries again on new ports, a few
+// times, when one was taken between FreePort and the bind. used, when not nil, collects every
+// port handed out, so that the nodes of one topology never share one.
+func startFresh(t testing.TB, dir, password, conf string, used map[int]bool, nports int, argsFor func(ports []int) []string) *Server {
 	t.Helper()
-	s := &Server{t: t, bin: Binary(), dir: dir, port: port, args: args, conf: conf, password: password}
-	s.start()
-	t.Cleanup(s.Stop)
-	return s
+	if used == nil {
+		used = map[int]bool{}
+	}
+	const attempts = 5
+	for i := 1; ; i++ {
+		ports := freePorts(t, nports, used)
+		s := &Server{t: t, bin: Binary(), dir: dir, port: ports[0], args: argsFor(ports), conf: conf, password: password}
+		err := s.tryStart()
+		if err == nil {
+			t.Cleanup(s.Stop)
+			return s
+		}
+		if !errors.Is(err, errPortTaken) || i == attempts {
+			t.Fatalf("redistest: %v", err)
+		}
+		t.Logf("redistest: %v; trying other ports", err)
+	}
 }
 
 // freePorts returns n distinct free loopback ports, none of them in used.

@@ -120,6 +120,8 @@ func checkCache(t *testing.T, name string, master *redistest.Server, cc cacheCas
 
 	var delays dist
 	var nextSaw, missHits, timeouts, slowRounds int
+	stopCanaries := canaries(2)
+	defer stopCanaries()
 	for i := range cacheRounds {
 		want := fmt.Sprintf("v%d", i+1)
 		if i%4 == 3 {
@@ -172,10 +174,14 @@ func checkCache(t *testing.T, name string, master *redistest.Server, cc cacheCas
 			}
 		}
 	}
-	t.Logf("%s: 100 reads served from the cache with no %s on the server; after %d writes by another client, the very next read saw the change %d times; invalidation delay p50 %s, max %s; %d of %d re-reads of a deleted key were hits; %d reads timed out (%d rounds left out of the delays)",
-		name, cc.cmd, cacheRounds, nextSaw, ms(delays.pct(50)), ms(delays.max()), missHits, 3*cacheRounds/4, timeouts, slowRounds)
-	if delays.max() > invalidationBudget {
-		t.Errorf("%s: slowest invalidation %s, want at most %s", name, ms(delays.max()), ms(invalidationBudget))
+	canary := stopCanaries()
+	// The box's stalls show in the canaries' overshoot of their 25 ms waits, and are allowed
+	// on top of the budget (see deadlineP99).
+	limit := invalidationBudget + max(0, canary.max()-callTimeout)
+	t.Logf("%s: 100 reads served from the cache with no %s on the server; after %d writes by another client, the very next read saw the change %d times; invalidation delay p50 %s, max %s; %d of %d re-reads of a deleted key were hits; %d reads timed out (%d rounds left out of the delays); canaries' 25 ms waits max %s",
+		name, cc.cmd, cacheRounds, nextSaw, ms(delays.pct(50)), ms(delays.max()), missHits, 3*cacheRounds/4, timeouts, slowRounds, ms(canary.max()))
+	if delays.max() > limit {
+		t.Errorf("%s: slowest invalidation %s, want at most %s", name, ms(delays.max()), ms(limit))
 	}
 	if missHits == 0 {
 		t.Errorf("%s: no re-read of a deleted key was a cache hit: a missing key is not cached", name)

@@ -34,7 +34,7 @@ var deadlineP99, deadlineMax, deadlineSlack = func() (time.Duration, time.Durati
 }()
 
 // canaries runs n goroutines that wait for 25 ms context deadlines back to back until the
-// returned stop is called, which returns how long each wait took.
+// returned stop is first called, which returns how long each wait took.
 func canaries(n int) (stop func() dist) {
 	var mu sync.Mutex
 	var lat dist
@@ -61,11 +61,11 @@ func canaries(n int) (stop func() dist) {
 			}
 		}()
 	}
-	return func() dist {
+	return sync.OnceValue(func() dist {
 		close(done)
 		wg.Wait()
 		return lat
-	}
+	})
 }
 
 // budget is what a run's p99 and slowest call may be, given what the canaries saw meanwhile.

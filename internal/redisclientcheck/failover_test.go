@@ -40,9 +40,18 @@ func checkRecovery(t *testing.T, name string, s loadStats) {
 		t.Errorf("%s: no call failed: the kill did not reach these keys", name)
 	}
 	if s.never || s.recovery > recoveryBudget || s.tail < 500*time.Millisecond {
-		t.Errorf("%s: recovered %s after the kill with %s of success after: want within %s, then sustained", name, ms(s.recovery), ms(s.tail), recoveryBudget)
+		t.Errorf("%s: recovered %s after the kill, %s before the end of the run: want within %s, then sustained", name, ms(s.recovery), ms(s.tail), recoveryBudget)
+	}
+	if s.laterLongest > laterOutageMax {
+		t.Errorf("%s: after it recovered, an outage of %s (%v): want none over %s", name, ms(s.laterLongest), s.last, laterOutageMax)
 	}
 }
+
+// laterOutageMax bounds an outage after a client recovered: losing the new master again for
+// a second breaks the promise; a few hundred milliseconds of failures is what a box at a
+// load average of 20 does to a healthy client (up to 960 ms seen on the reshard's control
+// keys).
+const laterOutageMax = time.Second
 
 // TestFailoverSentinel kills the Sentinel master under load and holds the sidecar's client to
 // the promise: back within 5 s on the promoted master, no reply matched to the wrong
@@ -145,8 +154,10 @@ func TestFailoverCluster(t *testing.T) {
 	if other.kinds[wrongReply] > 0 || other.kinds[jumped] > 0 {
 		t.Errorf("keys on other masters: %d wrong replies, %d ran twice", other.kinds[wrongReply], other.kinds[jumped])
 	}
-	if other.never || other.recovery > recoveryBudget {
-		t.Errorf("keys on other masters: recovered %s after the kill (never: %v), want within %s", ms(other.recovery), other.never, recoveryBudget)
+	// Their outages are the server's CLUSTERDOWN, which each node answers until it learns of
+	// the promotion, so one key can see several: only the end of the last counts.
+	if end := max(other.recovery, other.last.to); other.never || end > recoveryBudget {
+		t.Errorf("keys on other masters: failing until %s after the kill (never: %v): want at most %s", ms(end), other.never, recoveryBudget)
 	}
 	checkExact(t, calls, clusterGet(t, cl))
 }
@@ -218,8 +229,9 @@ func TestReshard(t *testing.T) {
 		t.Errorf("a call failed with an error that is not a timeout: %v", firstOther)
 	}
 	// An unfollowed redirect leaves a key failing until the topology is refreshed; the box
-	// stalls the control keys as much as the moving ones.
-	if limit := max(outageMin, ctl.longest+outageMin); st.never || st.longest > limit {
+	// stalls the control keys as much as the moving ones (at a load average of 20: 0.96 s on
+	// a control key against 1.36 s on a moving one).
+	if limit := max(outageMin, 2*ctl.longest); st.never || st.longest > limit {
 		t.Errorf("a moving key failed for %s in a row (%v), the control keys at most %s: want at most %s", ms(st.longest), st.last, ms(ctl.longest), ms(limit))
 	}
 	movingRate := float64(st.failed) / float64(max(st.calls, 1))

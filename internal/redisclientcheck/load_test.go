@@ -99,8 +99,9 @@ type loadStats struct {
 	calls, failed int
 	kinds         map[string]int
 	firstErr      error
-	// recovery is from the event to the end of the last outage (failed calls in a row on a
-	// key for outageMin or more), at the success that ended it; tail is from there to the end
+	// recovery is from the event to the end of the last key's first outage (failed calls in
+	// a row on a key for outageMin or more) that ended after the event, at the success that
+	// ended it; tail is from there to the end
 	// of the run. never is set when an outage lasted to the end of the run. strays are the
 	// failed calls outside outages.
 	recovery, tail time.Duration
@@ -109,6 +110,11 @@ type loadStats struct {
 	strays         int
 	// last is the outage that ended last (or never ended), for the log.
 	last outage
+	// later counts the outages on a key after its first one that ended after the event (the
+	// one the event caused): a client that loses the server again after it recovered.
+	// laterLongest is the longest of them.
+	later        int
+	laterLongest time.Duration
 	// longest is the longest run of failed calls in a row on one key, outage or not.
 	longest time.Duration
 }
@@ -157,33 +163,53 @@ func stats(calls []call, event time.Time, keys map[string]bool) loadStats {
 			}
 		}
 	}
+	var lastEnd time.Time // the end of the outage that ended last
 	for key, cs := range byKey {
+		primary := false // whether this key's outage at the event has been seen
+		// outageAt records the run of n failed calls before cs[i] (i == len(cs): the run
+		// lasted to the end of the load).
+		outageAt := func(i, n int) {
+			first, endAt := cs[i-n].at, cs[len(cs)-1].at
+			if i < len(cs) {
+				endAt = cs[i].at
+			}
+			span := endAt.Sub(first)
+			s.longest = max(s.longest, span)
+			if span < outageMin {
+				s.strays += n
+				return
+			}
+			o := outage{key: key, from: first.Sub(event), to: endAt.Sub(event), calls: n, err: cs[i-1].err}
+			if i == len(cs) {
+				s.never = true
+			}
+			switch {
+			case !primary && endAt.After(event):
+				primary = true
+				if endAt.After(recovered) {
+					recovered = endAt
+				}
+			case primary:
+				s.later++
+				s.laterLongest = max(s.laterLongest, span)
+			}
+			if endAt.After(lastEnd) {
+				lastEnd, s.last = endAt, o
+			}
+		}
 		run := 0
 		for i, c := range cs {
 			if c.err != nil {
 				run++
 				continue
 			}
-			if run == 0 {
-				continue
-			}
-			s.longest = max(s.longest, c.at.Sub(cs[i-run].at))
-			if c.at.Sub(cs[i-run].at) < outageMin {
-				s.strays += run
-			} else if c.at.After(recovered) {
-				recovered = c.at
-				s.last = outage{key: key, from: cs[i-run].at.Sub(event), to: c.at.Sub(event), calls: run, err: cs[i-1].err}
+			if run > 0 {
+				outageAt(i, run)
 			}
 			run = 0
 		}
 		if run > 0 {
-			s.longest = max(s.longest, cs[len(cs)-1].at.Sub(cs[len(cs)-run].at))
-		}
-		if run > 0 && cs[len(cs)-1].at.Sub(cs[len(cs)-run].at) >= outageMin {
-			s.never = true
-			s.last = outage{key: key, from: cs[len(cs)-run].at.Sub(event), to: cs[len(cs)-1].at.Sub(event), calls: run, err: cs[len(cs)-1].err}
-		} else {
-			s.strays += run
+			outageAt(len(cs), run)
 		}
 	}
 	if !firstFail.IsZero() {
@@ -202,7 +228,8 @@ func stats(calls []call, event time.Time, keys map[string]bool) loadStats {
 }
 
 func (s loadStats) String() string {
-	recovered := fmt.Sprintf("recovered %s after the event, then %s of success (failures spanned %s, %d of them stray)", ms(s.recovery), ms(s.tail), ms(s.failedSpan), s.strays)
+	recovered := fmt.Sprintf("recovered %s after the event, %s before the end of the run (failures spanned %s, %d of them stray; %d later outages, the longest %s)",
+		ms(s.recovery), ms(s.tail), ms(s.failedSpan), s.strays, s.later, ms(s.laterLongest))
 	if s.never {
 		recovered = fmt.Sprintf("NOT recovered by the end of the run, %s after the event", ms(s.recovery))
 	}

@@ -316,6 +316,7 @@ func redisOptions(r config.Redis, cacheBytes int) redisconn.Options {
 		PoolSize:     r.PoolSize,
 		MinIdleConns: r.MinIdleConns,
 		MaxInFlight:  r.MaxInflight,
+		ConnsPerNode: r.PipelineSlots,
 		CacheBytes:   cacheBytes,
 		TLS: redisconn.TLSOptions{
 			CAFile:             r.TLS.CAFile,

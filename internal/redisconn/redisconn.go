@@ -81,6 +81,10 @@ type Options struct {
 	// it with any other URL is an error, so that nobody believes a plaintext connection is
 	// encrypted.
 	TLS TLSOptions
+	// ConnsPerNode is how many pipelined connections the client keeps to each node, rounded
+	// up to a power of two (rueidis multiplexes 2^n). Zero and one mean one connection, which
+	// made the largest batches and the least Redis CPU per call in the client A/B.
+	ConnsPerNode int
 	// MaxInFlight is how many commands may run at once; past it a call fails at once with
 	// ErrBusy. Zero means DefaultMaxInFlight.
 	MaxInFlight int
@@ -215,6 +219,7 @@ func withDefaults(opts Options) (Options, error) {
 		{"timeout", opts.Timeout < 0},
 		{"dial timeout", opts.DialTimeout < 0},
 		{"pool size", opts.PoolSize < 0},
+		{"connections per node", opts.ConnsPerNode < 0},
 		{"min idle conns", opts.MinIdleConns < 0},
 		{"max in flight", opts.MaxInFlight < 0},
 	} {

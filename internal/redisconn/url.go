@@ -2,6 +2,7 @@ package redisconn
 
 import (
 	"crypto/tls"
+	"math/bits"
 	"net"
 	"time"
 
@@ -38,7 +39,7 @@ func clientOption(u redisurl.URL, opts Options, tlsConf *tls.Config, cache bool)
 		AlwaysPipelining: true,
 		// One connection per node: rueidis's default of several per node cost throughput and
 		// Redis CPU in the A/B (REPORT.md, (f)).
-		PipelineMultiplex: -1,
+		PipelineMultiplex: multiplex(opts.ConnsPerNode),
 		MaxFlushDelay:     maxFlushDelay,
 		// Retries stay on: rueidis retries only commands marked read-only (GET, HGETALL, the
 		// cached reads), never EVALSHA, EVAL, EXPIRE or a MULTI/EXEC, so nothing that writes
@@ -69,4 +70,13 @@ func clientOption(u redisurl.URL, opts Options, tlsConf *tls.Config, cache bool)
 		// mode is wrong on Redis 7 after a failover), refreshed on MOVED and on errors.
 	}
 	return o
+}
+
+// multiplex is rueidis's PipelineMultiplex for n connections per node: -1 for one, else the
+// exponent of the power of two at or above n.
+func multiplex(n int) int {
+	if n <= 1 {
+		return -1
+	}
+	return bits.Len(uint(n - 1))
 }

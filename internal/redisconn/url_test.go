@@ -90,6 +90,11 @@ func TestClientOption(t *testing.T) {
 				o.AlwaysRESP2 || o.ClientSetInfo == nil || len(o.ClientSetInfo) != 0 {
 				t.Errorf("options %+v", o)
 			}
+			for n, want := range map[int]int{0: -1, 1: -1, 2: 1, 3: 2, 4: 2, 5: 3, 64: 6} {
+				if got := clientOption(u, Options{ConnsPerNode: n}, nil, true).PipelineMultiplex; got != want {
+					t.Errorf("ConnsPerNode %d: PipelineMultiplex %d, want %d (2^%d connections)", n, got, want, want)
+				}
+			}
 			if o := clientOption(u, Options{CacheBytes: -1}, nil, false); !o.DisableCache || o.CacheSizeEachConn != 0 {
 				t.Errorf("with caching off: DisableCache %v, CacheSizeEachConn %d", o.DisableCache, o.CacheSizeEachConn)
 			}

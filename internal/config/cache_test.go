@@ -19,7 +19,7 @@ func TestCacheDefaultsAndChecks(t *testing.T) {
 	}{
 		{"off ignores the rest", func(k *Cache) { *k = Cache{} }, nil},
 		{"no negatives", func(k *Cache) { k.NegativeTTL = 0 }, nil},
-		{"all wrong", func(k *Cache) { k.TTL, k.NegativeTTL, k.MaxEntries, k.MaxBytes = 0, -1, 0, 1<<20 - 1 },
+		{"all wrong", func(k *Cache) { k.TTL, k.NegativeTTL, k.MaxEntries, k.MaxBytes = 0, -1, 0, 1<<20-1 },
 			[]string{"cache.ttl", "cache.negative_ttl", "cache.max_entries", "cache.max_bytes"}},
 		{"negative longer than ttl", func(k *Cache) { k.NegativeTTL = Duration(time.Hour) }, []string{"cache.negative_ttl"}},
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -213,13 +214,27 @@ func TestCache(t *testing.T) {
 	for _, tp := range topologies {
 		t.Run(tp.name, func(t *testing.T) {
 			url, master := tp.start(t)
-			c := newClient(t, url)
+			var invalidated atomic.Int64
+			c := newClientWith(t, redisconn.Options{URL: url, OnInvalidation: func(keys int) { invalidated.Add(int64(keys)) }})
 			for _, cc := range cacheCases {
 				key := cacheKey
 				if cc.cmd == "hgetall" {
 					key = cacheHash
 				}
+				before := invalidated.Load()
 				checkCache(t, tp.name+" "+cc.name, master(key), cc, cc.read(c))
+				// Every write invalidated a cached key, so OnInvalidation (a metric) heard of
+				// each. rueidis calls it just after it drops the entry, so the last one may
+				// come a moment after the read that saw the write.
+				got := invalidated.Load() - before
+				for deadline := time.Now().Add(100 * time.Millisecond); got < cacheRounds && time.Now().Before(deadline); {
+					time.Sleep(time.Millisecond)
+					got = invalidated.Load() - before
+				}
+				t.Logf("%s %s: OnInvalidation reported %d keys for %d writes", tp.name, cc.name, got, cacheRounds)
+				if got < cacheRounds {
+					t.Errorf("%s %s: OnInvalidation reported %d invalidated keys for %d writes to a cached key, want at least %d", tp.name, cc.name, got, cacheRounds, cacheRounds)
+				}
 			}
 		})
 	}

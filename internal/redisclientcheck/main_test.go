@@ -232,7 +232,7 @@ func info(t testing.TB, node *redistest.Server, section, field string) string {
 	return ""
 }
 
-// dials is how many connections node has accepted so far, not counting the one that asks.
+// dials is how many connections node has accepted so far, the one that asks included.
 func dials(t testing.TB, node *redistest.Server) int64 {
 	t.Helper()
 	v := info(t, node, "stats", "total_connections_received")
@@ -240,7 +240,15 @@ func dials(t testing.TB, node *redistest.Server) int64 {
 	if err != nil {
 		t.Fatalf("INFO stats on %s: total_connections_received %q: %v", node.Addr(), v, err)
 	}
-	return n - 1
+	return n
+}
+
+// clientDials is how many connections the client under test opened to node since dials
+// returned before, when the test itself opened harness of them meanwhile (Server.Do, one
+// per command).
+func clientDials(t testing.TB, node *redistest.Server, before, harness int64) int64 {
+	t.Helper()
+	return dials(t, node) - before - harness - 1 // -1: the connection that asks now
 }
 
 // cmdCalls is how many times node has run cmd (INFO commandstats), to tell a cache hit from

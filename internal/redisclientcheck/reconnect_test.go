@@ -67,10 +67,14 @@ func TestDeadlineDuringReconnect(t *testing.T) {
 	canary := stopCanaries()
 	s.Resume()
 	waitIdle(t, s)
+	redials := clientDials(t, s, before, 1) // 1: waitIdle's
 	t.Logf("redisconn.Client: %d calls against a stopped server: p50 %s p99 %s max %s (canaries' 25 ms waits: p99 %s max %s); %d timed out, %d other errors; %d new connections",
-		len(lat), ms(lat.pct(50)), ms(lat.pct(99)), ms(lat.max()), ms(canary.pct(99)), ms(canary.max()), timeouts, other, dials(t, s)-before-1) // -1: waitIdle's
+		len(lat), ms(lat.pct(50)), ms(lat.pct(99)), ms(lat.max()), ms(canary.pct(99)), ms(canary.max()), timeouts, other, redials)
 	if other > 0 {
 		t.Logf("first error that is not a timeout: %v", firstOther)
+	}
+	if redials > maxRedials {
+		t.Errorf("the client opened %d new connections to a stopped server, want at most %d", redials, maxRedials)
 	}
 	if _, maxLat := budget(canary); lat.max() > maxLat {
 		t.Errorf("slowest call %s, want at most %s", ms(lat.max()), ms(maxLat))

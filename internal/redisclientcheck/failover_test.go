@@ -80,6 +80,7 @@ func TestFailoverSentinel(t *testing.T) {
 	logOdd(t, calls, killed)
 	node := s.Node(promoted)
 	checkExact(t, calls, func(key string) int64 { return getInt(t, node, key) })
+	checkScriptReloaded(t, node)
 	if !c.Ready() {
 		t.Errorf("redisconn.Client.Ready() is false after it recovered")
 	}
@@ -160,6 +161,19 @@ func TestFailoverCluster(t *testing.T) {
 		t.Errorf("keys on other masters: failing until %s after the kill (never: %v): want at most %s", ms(end), other.never, recoveryBudget)
 	}
 	checkExact(t, calls, clusterGet(t, cl))
+	checkScriptReloaded(t, cl.Node(promoted))
+}
+
+// checkScriptReloaded checks that the calls on a promoted replica went through Eval's
+// NOSCRIPT fallback: a replica gets a script's effects, not the script, so the first
+// EVALSHA there fails with NOSCRIPT and the client must send EVAL.
+func checkScriptReloaded(t *testing.T, node *redistest.Server) {
+	t.Helper()
+	evals, evalshas := cmdCalls(t, node, "eval"), cmdCalls(t, node, "evalsha")
+	t.Logf("promoted %s ran EVAL %d times and EVALSHA %d times", node.Addr(), evals, evalshas)
+	if evals == 0 || evalshas == 0 {
+		t.Errorf("promoted %s: EVAL %d, EVALSHA %d: want the NOSCRIPT fallback (EVAL at least once) and EVALSHA after it", node.Addr(), evals, evalshas)
+	}
 }
 
 // reshardSlots is how many slots TestReshard moves under load.

@@ -54,24 +54,37 @@ func TestClientStartsWithoutRedis(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Logf("20 calls with nothing listening: ErrNotReady after p50 %s, max %s; Ready() %v", ms(lat.pct(50)), ms(lat.max()), c.Ready())
-	if lat.max() > 5*time.Millisecond {
-		t.Errorf("slowest ErrNotReady took %s, want a fast failure (at most 5 ms)", ms(lat.max()))
+	// Fast: no dial, no wait for the deadline. The box's scheduler can add milliseconds to
+	// one call, not to half of them.
+	if lat.pct(50) > 2*time.Millisecond || lat.max() >= callTimeout {
+		t.Errorf("ErrNotReady after p50 %s, max %s: want a fast failure (p50 at most 2 ms, none waiting out the %s deadline)", ms(lat.pct(50)), ms(lat.max()), callTimeout)
 	}
 	if c.Ready() {
 		t.Errorf("Ready() with nothing listening")
 	}
 	redistest.StartOn(t, port)
 	up := time.Now()
+	// A call refused with ErrNotReady never reaches Redis; one that failed otherwise (it
+	// timed out on a server that had just started) may have run.
+	var notReady, sent int
+	var lastErr error
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 		n, err := count(ctx, c, "{start}", "up")
 		cancel()
 		if err == nil {
-			t.Logf("connected %s after Redis came up; count %d", ms(time.Since(up)), n)
-			if n != 1 {
-				t.Errorf("first count %d, want 1: a call made while not ready reached Redis", n)
+			t.Logf("connected %s after Redis came up; count %d after %d ErrNotReady and %d other failures (the last: %v)",
+				ms(time.Since(up)), n, notReady, sent, lastErr)
+			if n < 1 || n > int64(1+sent) {
+				t.Errorf("first count %d after %d failed calls that may have reached Redis: want 1 to %d", n, sent, 1+sent)
 			}
 			break
+		}
+		if errors.Is(err, redisconn.ErrNotReady) {
+			notReady++
+		} else {
+			sent++
+			lastErr = err
 		}
 		if time.Since(up) > 10*time.Second {
 			t.Fatalf("not connected 10 s after Redis came up: %v", err)

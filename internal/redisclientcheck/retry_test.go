@@ -3,11 +3,13 @@ package redisclientcheck
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/redis/rueidis"
 
+	"github.com/extauthz/extauthz/internal/redisconn"
 	"github.com/extauthz/extauthz/internal/redistest"
 )
 
@@ -48,7 +50,9 @@ func TestNeverTwiceReplyLost(t *testing.T) {
 				reconnect(t, rdb)
 				p.arm()
 				before := p.cuts.Load()
-				ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+				// A second, not 25 ms: a client that retries gets every chance to, and a loaded
+				// box cannot hide the control case's retries behind the deadline.
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 				_, err := count(ctx, rdb, key, fmt.Sprintf("%s-%d", cutMarker, i))
 				cancel()
 				if p.cuts.Load() == before {
@@ -66,6 +70,64 @@ func TestNeverTwiceReplyLost(t *testing.T) {
 				t.Errorf("%s: ran %d scripts for %d calls: the retry this case documents did not happen", tc.name, ran, cutCalls)
 			case !tc.retries && (ran != cutCalls || ok != 0):
 				t.Errorf("%s: the server ran %d scripts for %d calls and %d calls returned a count; want exactly %d runs and 0 counts", tc.name, ran, cutCalls, ok, cutCalls)
+			}
+		})
+	}
+}
+
+// TestNeverTwiceWrites holds redisconn.Client's other writing calls to the same promise: a
+// MULTI/EXEC (Tx, as API-key creation and revocation use) and a Do of a write command (the
+// CLI's) whose reply is lost must each have run exactly once and returned an error.
+func TestNeverTwiceWrites(t *testing.T) {
+	s := redistest.Start(t)
+	cases := []struct {
+		name string
+		call func(ctx context.Context, c *redisconn.Client, key string, i int) error
+		ran  func(key string) int64
+	}{
+		{name: "Tx", call: func(ctx context.Context, c *redisconn.Client, key string, i int) error {
+			_, err := c.Tx(ctx, []redisconn.Cmd{
+				{Name: "INCR", Keys: []string{key}},
+				{Name: "SET", Keys: []string{key + ":last"}, Args: []string{fmt.Sprintf("%s-%d", cutMarker, i)}},
+			})
+			return err
+		}, ran: func(key string) int64 { return getInt(t, s, key) }},
+		{name: "Do HINCRBY", call: func(ctx context.Context, c *redisconn.Client, key string, i int) error {
+			_, err := c.Do(ctx, "HINCRBY", []string{key}, cutMarker, "1")
+			return err
+		}, ran: func(key string) int64 {
+			r := do(t, s, "HGET", key, cutMarker)
+			n, err := strconv.ParseInt(r, 10, 64)
+			if err != nil {
+				t.Fatalf("HGET %s %s = %q: %v", key, cutMarker, r, err)
+			}
+			return n
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startCutProxy(t, s.Addr())
+			c := newClient(t, "redis://"+p.Addr()+"/0")
+			key := "{cut}:" + tc.name
+			var ok int
+			for i := range cutCalls {
+				reconnect(t, c)
+				p.arm()
+				before := p.cuts.Load()
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				err := tc.call(ctx, c, key, i)
+				cancel()
+				if p.cuts.Load() == before {
+					t.Fatalf("call %d: the proxy cut nothing (err %v)", i, err)
+				}
+				if err == nil {
+					ok++
+				}
+			}
+			ran := tc.ran(key)
+			t.Logf("redisconn.Client %s: %d calls lost their reply; %d still returned (retried); the server ran %d", tc.name, cutCalls, ok, ran)
+			if ran != cutCalls || ok != 0 {
+				t.Errorf("redisconn.Client %s: the server ran %d of %d calls and %d returned no error; want exactly %d runs and 0", tc.name, ran, cutCalls, ok, cutCalls)
 			}
 		})
 	}
@@ -130,7 +192,7 @@ func TestRueidisRetries(t *testing.T) {
 				mk := func(nonce string) rueidis.Completed {
 					return c.B().Evalsha().Sha1(countSHA).Numkeys(1).Key(key).Arg("600000", nonce).Build()
 				}
-				cctx, cancel := context.WithTimeout(ctx, callTimeout)
+				cctx, cancel := context.WithTimeout(ctx, time.Second)
 				for _, r := range c.DoMulti(cctx, mk(fmt.Sprintf("%s-%d-a", cutMarker, i)), mk(fmt.Sprintf("%d-b", i))) {
 					if r.Error() != nil {
 						failed++

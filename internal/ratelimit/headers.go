@@ -145,12 +145,15 @@ func AppendHeaders(dst []Header, f Format, quotas []Quota, now time.Time) []Head
 }
 
 // describedQuota is the index of the quota closest to its limit: the lowest Remaining, on a
-// tie the longest Reset (it keeps the client out longer), then the first.
+// tie the longest Reset (it keeps the client out longer), then the first. Resets are compared
+// in the whole seconds the headers show: two quotas whose resets differ by a fraction of a
+// second (one measured on Redis's clock, one on this process's, say) describe the same
+// moment, and the first stays chosen, so the answer does not flip from request to request.
 func describedQuota(quotas []Quota) int {
 	sel := 0
 	for i := 1; i < len(quotas); i++ {
 		q, s := &quotas[i], &quotas[sel]
-		if q.Remaining < s.Remaining || (q.Remaining == s.Remaining && q.Reset > s.Reset) {
+		if q.Remaining < s.Remaining || (q.Remaining == s.Remaining && ceilSeconds(q.Reset) > ceilSeconds(s.Reset)) {
 			sel = i
 		}
 	}

@@ -148,6 +148,13 @@ func TestAppendHeaders(t *testing.T) {
 			h("RateLimit-Policy", "10;w=60, 20;w=3600"),
 			h("RateLimit", "limit=10, remaining=2, reset=10"),
 		}},
+		{"resets within the same whole second tie: the first stays", FormatDraft7, []Quota{
+			{Limit: 10, Remaining: 0, Window: time.Minute, Reset: 9*time.Second + 100*time.Millisecond},
+			{Limit: 20, Remaining: 0, Window: time.Hour, Reset: 9*time.Second + 900*time.Millisecond},
+		}, []Header{
+			h("RateLimit-Policy", "10;w=60, 20;w=3600"),
+			h("RateLimit", "limit=10, remaining=0, reset=10"),
+		}},
 		{"exact duplicates listed once", FormatDraft7, []Quota{
 			{Limit: 10, Remaining: 5, Window: time.Minute, Reset: 10 * time.Second},
 			{Limit: 10, Remaining: 5, Window: time.Minute, Reset: 10 * time.Second},

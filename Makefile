@@ -16,6 +16,7 @@ TEST_TIMEOUT ?= 12m
 FUZZTIME ?= 2s
 TEST_FUZZTIME ?= 3000x
 SOAK_ARGS ?=
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 
@@ -50,12 +51,12 @@ fuzz: ## Run every fuzz target (found by name) for FUZZTIME each; seed corpora a
 	done; rm -f $$log; echo "fuzz: $$n passed, 0 failed"
 
 .PHONY: bench
-bench: ## Run the benchmark matrix against a private redis-server (not a test).
-	$(GO) run ./test/bench -mode full
+bench: ## Run the benchmark matrix against a private Redis (not a test; BENCH_ARGS='-topology cluster').
+	$(GO) run ./test/bench -mode full $(BENCH_ARGS)
 
 .PHONY: bench-quick
-bench-quick: ## A 30-second subset of the benchmark matrix.
-	$(GO) run ./test/bench -mode quick
+bench-quick: ## A shorter subset of the benchmark matrix (BENCH_ARGS='-topology sentinel').
+	$(GO) run ./test/bench -mode quick $(BENCH_ARGS)
 
 .PHONY: soak
 soak: ## 10-minute memory soak: RSS, heap, goroutines, Redis connections must stay flat (not a test; SOAK_ARGS='-duration 2m').

@@ -62,6 +62,7 @@ func TestFailoverSentinel(t *testing.T) {
 	c := newClient(t, s.URL(0))
 	keys := []string{"{fo}:0", "{fo}:1", "{fo}:2", "{fo}:3"}
 	warm(t, c, "fo")
+	cached := cacheBefore(t, c, s.Node(s.MasterAddr()), "{fo}:session")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan []call)
 	go func() { done <- runLoad(ctx, c, keys, perKeyRate) }()
@@ -81,6 +82,7 @@ func TestFailoverSentinel(t *testing.T) {
 	node := s.Node(promoted)
 	checkExact(t, calls, func(key string) int64 { return getInt(t, node, key) })
 	checkScriptReloaded(t, node)
+	cached.after(t, node)
 	if !c.Ready() {
 		t.Errorf("redisconn.Client.Ready() is false after it recovered")
 	}
@@ -129,6 +131,7 @@ func TestFailoverCluster(t *testing.T) {
 	for _, k := range append(slices.Clone(onTarget), elsewhere...) {
 		warm(t, c, k[1:len(k)-1])
 	}
+	cached := cacheBefore(t, c, cl.Node(target), onTarget[0]+":session")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan []call)
 	go func() { done <- runLoad(ctx, c, append(slices.Clone(onTarget), elsewhere...), perKeyRate) }()
@@ -162,6 +165,51 @@ func TestFailoverCluster(t *testing.T) {
 	}
 	checkExact(t, calls, clusterGet(t, cl))
 	checkScriptReloaded(t, cl.Node(promoted))
+	cached.after(t, cl.Node(promoted))
+}
+
+// cachedKey is a session cached by the client under test before a master is killed.
+type cachedKey struct {
+	c   *redisconn.Client
+	key string
+}
+
+// cacheBefore sets key on master, waits until its replica has it, and reads it through c's
+// cache until a read is a hit.
+func cacheBefore(t *testing.T, c *redisconn.Client, master *redistest.Server, key string) cachedKey {
+	t.Helper()
+	do(t, master, "SET", key, "before")
+	// WAIT: the replica has the value before the master dies, so that the promoted node
+	// holds "before" until after() writes.
+	if r := do(t, master, "WAIT", "1", "2000"); r != ":1" {
+		t.Fatalf("WAIT 1 = %q: the replica did not acknowledge", r)
+	}
+	ck := cachedKey{c: c, key: key}
+	for range 3 {
+		if v, hit, err := ck.read(); err == nil && v == "before" && hit {
+			return ck
+		}
+	}
+	t.Fatalf("three reads of %s before the kill: no cache hit", key)
+	return ck
+}
+
+func (ck cachedKey) read() (string, bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return ck.c.GetCached(ctx, ck.key, time.Minute)
+}
+
+// after changes the key on the promoted master (a logout after the failover): the next read
+// must see it, not the dead master's value from the cache.
+func (ck cachedKey) after(t *testing.T, promoted *redistest.Server) {
+	t.Helper()
+	do(t, promoted, "SET", ck.key, "after")
+	v, hit, err := ck.read()
+	t.Logf("the session cached before the kill, changed on the promoted %s: read %q, hit %v, %v", promoted.Addr(), v, hit, err)
+	if err != nil || v != "after" {
+		t.Errorf("read of %s after it changed on the promoted master = %q (hit %v), %v; want \"after\": the cache kept the dead master's value", ck.key, v, hit, err)
+	}
 }
 
 // checkScriptReloaded checks that the calls on a promoted replica went through Eval's

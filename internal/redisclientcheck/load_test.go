@@ -95,15 +95,15 @@ func runLoad(ctx context.Context, rdb scripter, keys []string, perKey int) []cal
 // most of a second; 200 ms is 15 calls.
 const outageMin = 200 * time.Millisecond
 
+// loadStats sums up a load run around an event (a kill, a partition, a reshard).
 type loadStats struct {
 	calls, failed int
 	kinds         map[string]int
 	firstErr      error
 	// recovery is from the event to the end of the last key's first outage (failed calls in
 	// a row on a key for outageMin or more) that ended after the event, at the success that
-	// ended it; tail is from there to the end
-	// of the run. never is set when an outage lasted to the end of the run. strays are the
-	// failed calls outside outages.
+	// ended it; tail is from there to the end of the run. never is set when an outage lasted
+	// to the end of the run. strays are the failed calls outside outages.
 	recovery, tail time.Duration
 	never          bool
 	failedSpan     time.Duration // from the first failure to the last

@@ -18,7 +18,10 @@ import (
 //   - raw: EVALSHA written and its reply read on a dedicated connection by the calling
 //     goroutine itself: the kernel and Redis, nothing else (the floor);
 //   - client: the sidecar's client as configured (rueidis, AlwaysPipelining, 20 µs flush delay);
-//   - client-noflush: the same with no flush delay.
+//   - client-noflush: the same with no flush delay;
+//   - client-sync: without AlwaysPipelining, so that a lone call is written and read on the
+//     caller's goroutine (rueidis's default, which the sidecar cannot use: it broke the
+//     deadline on redials, redisclientcheck REPORT.md (a)).
 //
 // The difference between raw and client is the client's own cost per call: handing the
 // command to rueidis's writer goroutine, the flush delay, and waking the caller from the
@@ -56,7 +59,8 @@ func BenchmarkLatency(b *testing.B) {
 	for _, v := range []struct {
 		name  string
 		flush time.Duration
-	}{{"client", maxFlushDelay}, {"client-noflush", 0}} {
+		sync  bool
+	}{{"client", maxFlushDelay, false}, {"client-noflush", 0, false}, {"client-sync", maxFlushDelay, true}} {
 		b.Run(v.name, func(b *testing.B) {
 			c, err := New(Options{URL: s.URL(), Timeout: time.Second}, nil)
 			if err != nil {
@@ -64,6 +68,7 @@ func BenchmarkLatency(b *testing.B) {
 			}
 			defer c.Close()
 			c.ropt.MaxFlushDelay = v.flush
+			c.ropt.AlwaysPipelining = !v.sync
 			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
 			if err := c.WaitReady(wctx); err != nil {

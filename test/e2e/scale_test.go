@@ -48,8 +48,10 @@ const (
 	scaleSidecars   = 4
 	scaleWorkers    = 48
 	scaleSliding    = time.Hour
-	// scaleBudget bounds the load's time: about 15 s on an idle 2-core box without -race.
-	scaleBudget  = 35 * time.Second
+	// scaleBudget bounds the load's time: about 15 s on an idle 2-core box without -race (26 s
+	// measured on a busy one), so that make test's -race run sends all 100,000 on a quiet CI
+	// machine; on a loaded one each principal is checked against what it was sent.
+	scaleBudget  = 50 * time.Second
 	scaleMinSent = 10000
 )
 

@@ -113,7 +113,8 @@ type Listen struct {
 // Redis says how to reach Redis. An empty URL selects the embedded in-memory store, which is
 // per process and so only right for a single replica.
 type Redis struct {
-	// URL is redis://, rediss:// (TLS) or unix:// in go-redis's format.
+	// URL is any form internal/redisurl parses: redis://, rediss:// (TLS), unix://,
+	// redis-sentinel://, redis-cluster:// and their TLS forms; empty is the embedded store.
 	URL string `yaml:"url"`
 	// Username and Password override the URL's user info, so that the secret can come from
 	// the environment while the URL sits in a ConfigMap.

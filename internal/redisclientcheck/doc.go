@@ -4,5 +4,5 @@
 // reshard survived with no reply matched to the wrong command, client-side caching with
 // invalidation), on real single-node, Sentinel and Cluster topologies, and record the
 // rueidis behaviour it relies on. REPORT.md has the measurements that chose rueidis over
-// go-redis and the former redisconn.Pipe.
+// go-redis and the former hand-written redisconn.Pipe (both gone since the migration).
 package redisclientcheck

@@ -448,16 +448,26 @@ func (e *Engine) limit(ctx context.Context, st *policy.Set, p *policy.Policy, li
 // subjectFor names whom a limit counts: subject is kind-qualified for our own keys, raw is the
 // bare value (what an Express app's keyGenerator would give) for shared keys. A principal
 // limit falls back to the client address for anonymous requests, so open routes are still
-// limited per client.
+// limited per client. A client address counts as l.ClientKey gives it (an IPv6 address masked
+// to its ipv6_subnet), in both places: otherwise an anonymous caller could rotate addresses
+// inside its /56 on a by: principal route where it cannot on a by: ip one.
 func subjectFor(l policy.Limit, id identity, r *Request) (subject, raw string, ok bool) {
 	switch l.By {
 	case "principal":
 		if id.kind != KindNone && id.principal != "" {
 			return id.kind + ":" + id.principal, id.principal, true
 		}
-		return "ip:" + r.RemoteIP, r.RemoteIP, r.RemoteIP != ""
+		if r.RemoteIP == "" {
+			return "", "", false
+		}
+		c := l.ClientKey(r.RemoteIP)
+		return "ip:" + c, c, true
 	case "ip":
-		return "ip:" + r.RemoteIP, r.RemoteIP, r.RemoteIP != ""
+		if r.RemoteIP == "" {
+			return "", "", false
+		}
+		c := l.ClientKey(r.RemoteIP)
+		return "ip:" + c, c, true
 	case "apikey":
 		if id.kind == KindAPIKey {
 			return "apikey:" + id.principal, id.principal, true

@@ -137,6 +137,11 @@ type Limit struct {
 	// running express-rate-limit + rate-limit-redis with the same prefix and key then shares
 	// the counter with the sidecar during a migration.
 	SharedPrefix string `yaml:"shared_prefix"`
+	// IPv6Subnet is the prefix length an IPv6 client address is masked to before it keys a
+	// by: ip limit (or a by: principal limit's anonymous fallback), so that a client cannot
+	// rotate addresses inside its allocation; 0 means 56, as express-rate-limit 8 does, and
+	// 128 keys on the exact address. IPv4 addresses are never masked.
+	IPv6Subnet int `yaml:"ipv6_subnet"`
 }
 
 // Failure is a policy's behaviour when Redis fails.

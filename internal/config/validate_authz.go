@@ -166,6 +166,12 @@ func (k *checker) limits(base, auth string, ls []Limit) {
 		if l.SharedPrefix != "" && l.Algorithm != "fixed" {
 			k.fail(p+".shared_prefix", l.SharedPrefix, "shared_prefix shares rate-limit-redis's fixed window: algorithm must be fixed")
 		}
+		switch n := l.IPv6Subnet; {
+		case n < 0 || n > 128:
+			k.fail(p+".ipv6_subnet", n, "must be a prefix length from 1 to 128 (unset means 56; 128 keys on the exact IPv6 address), got %d", n)
+		case n != 0 && l.By != "ip" && l.By != "principal":
+			k.fail(p+".ipv6_subnet", n, "ipv6_subnet masks client addresses: it applies to by: ip and by: principal only, not by: %s", l.By)
+		}
 		if l.Burst < 0 || (l.Burst > 0 && l.Algorithm != "gcra") {
 			k.fail(p+".burst", l.Burst, "burst is a gcra setting and must be >= 0")
 		}

@@ -88,6 +88,39 @@ type Limit struct {
 	Value  ratelimit.Limit
 	// Shared is rate-limit-redis's key prefix when the counter is shared with Express apps.
 	Shared string
+	// IPv6Subnet is the prefix length IPv6 client addresses are masked to (ClientKey), 1..128.
+	IPv6Subnet int
+}
+
+// DefaultIPv6Subnet is ipv6_subnet when a limit leaves it out: 56, express-rate-limit 8's
+// default. An ISP hands a customer a /56 (or a /48 or /64), and every address in it is the same
+// client's to pick, so counting per address lets one client multiply its limit by 2^72.
+const DefaultIPv6Subnet = 56
+
+// ClientKey is what l counts a client address as: an IPv4 address (also written IPv4-mapped,
+// ::ffff:a.b.c.d, as a dual-stack socket reports it) unchanged, an IPv6 address masked to its
+// /IPv6Subnet network in CIDR form ("2001:db8:1200::/56", what express-rate-limit 8's
+// ipKeyGenerator gives, so a shared_prefix key still meets the Express app's), or the exact
+// address at /128. A string that is not an address is returned as it is: it is still a
+// distinct client, and the limit must not stop counting it.
+func (l Limit) ClientKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap().WithZone("")
+	bits := l.IPv6Subnet
+	if bits == 0 {
+		bits = DefaultIPv6Subnet
+	}
+	if a.Is4() || bits >= 128 {
+		return a.String()
+	}
+	p, err := a.Prefix(bits)
+	if err != nil {
+		return a.String()
+	}
+	return p.String()
 }
 
 // Compile validates cfg's authorization sections beyond what config.Validate can know (every
@@ -189,10 +222,14 @@ func compileLimits(base, policyName, tier string, ls []config.Limit) ([]Limit, [
 			}
 		}
 		cl := Limit{
-			Name:   name,
-			By:     l.By,
-			Value:  ratelimit.Limit{Requests: l.Requests, Window: time.Duration(l.Window), Algorithm: algo, Burst: l.Burst},
-			Shared: l.SharedPrefix,
+			Name:       name,
+			By:         l.By,
+			Value:      ratelimit.Limit{Requests: l.Requests, Window: time.Duration(l.Window), Algorithm: algo, Burst: l.Burst},
+			Shared:     l.SharedPrefix,
+			IPv6Subnet: l.IPv6Subnet,
+		}
+		if cl.IPv6Subnet == 0 {
+			cl.IPv6Subnet = DefaultIPv6Subnet
 		}
 		// The limiter's own check: a limit that passes here never fails at request time.
 		if err := cl.Value.Validate(); err != nil {

@@ -95,3 +95,37 @@ func TestIPv6SubnetValidation(t *testing.T) {
 		}
 	}
 }
+
+// methods: [GET] also matches HEAD, as Express routes HEAD to app.get handlers; nothing else
+// is added, HEAD alone does not take GET, and the configuration's own list is left alone.
+func TestGetAlsoMatchesHead(t *testing.T) {
+	s := compile(t, `
+policies:
+  - {name: get, match: {path_prefix: /get/, methods: [GET]}, auth: none}
+  - {name: both, match: {path_prefix: /both/, methods: [GET, HEAD]}, auth: none}
+  - {name: head, match: {path_prefix: /head/, methods: [HEAD]}, auth: none}
+  - {name: post, match: {path_prefix: /post/, methods: [POST]}, auth: none}
+`)
+	for _, c := range []struct {
+		method, path string
+		want         bool
+	}{
+		{"GET", "/get/x", true}, {"HEAD", "/get/x", true}, {"POST", "/get/x", false}, {"OPTIONS", "/get/x", false},
+		{"GET", "/both/x", true}, {"HEAD", "/both/x", true},
+		{"HEAD", "/head/x", true}, {"GET", "/head/x", false},
+		{"POST", "/post/x", true}, {"HEAD", "/post/x", false}, {"GET", "/post/x", false},
+	} {
+		name := strings.Split(c.path, "/")[1]
+		p, _ := s.ByName(name)
+		if got := p.Matches(c.method, "example.com", c.path); got != c.want {
+			t.Errorf("%s %s under methods %v: match %v, want %v", c.method, c.path, p.Methods, got, c.want)
+		}
+	}
+	if p, _ := s.ByName("both"); len(p.Methods) != 2 {
+		t.Errorf("[GET, HEAD] compiled to %v: HEAD added twice", p.Methods)
+	}
+	cfgMethods := []string{"GET"}
+	if got := withHead(cfgMethods); !slices.Equal(got, []string{"GET", "HEAD"}) || len(cfgMethods) != 1 || cap(cfgMethods) != 1 {
+		t.Errorf("withHead([GET]) = %v; config slice now %v", got, cfgMethods)
+	}
+}

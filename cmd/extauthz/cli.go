@@ -25,6 +25,7 @@ Usage:
                          [--redis-url URL | --config FILE]
   extauthz apikey list [--json] [--redis-url URL | --config FILE]
   extauthz apikey revoke ID [--redis-url URL | --config FILE]
+  extauthz test [--config FILE] FILE...
   extauthz version
 
 Run "extauthz serve --help" for the serve flags.
@@ -50,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	case "apikey":
 		return runAPIKey(args[1:], stdout, stderr)
+	case "test":
+		return runPolicyTest(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

@@ -25,6 +25,7 @@ import (
 	"github.com/extauthz/extauthz/internal/authz"
 	"github.com/extauthz/extauthz/internal/config"
 	"github.com/extauthz/extauthz/internal/metrics"
+	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/ratelimit"
 	"github.com/extauthz/extauthz/internal/redisconn"
 	"github.com/extauthz/extauthz/internal/sessions"
@@ -79,6 +80,7 @@ type testCase struct {
 	expect testExpect
 }
 
+// testRequest is what a case sends, before the fixtures are added to its headers.
 type testRequest struct {
 	method, path, host, client, policy string
 	// headers have lower-case names; order keeps the file's order, for stable output.
@@ -91,7 +93,6 @@ type testRequest struct {
 // sessionFixture is a session to write to the store. A named one (fixtures.sessions) is
 // written once and shared by every case that names it; an inline one belongs to its case.
 type sessionFixture struct {
-	name string
 	path string
 	line int
 	data map[string]any
@@ -99,7 +100,6 @@ type sessionFixture struct {
 
 // keyFixture is an API key to issue through apikeys.Store.Create; shared like sessions.
 type keyFixture struct {
-	name    string
 	path    string
 	line    int
 	params  apikeys.CreateParams
@@ -160,6 +160,13 @@ func runPolicyTest(args []string, stdout, stderr io.Writer) int {
 		}
 		cfg, err := config.Load(cp)
 		if err != nil {
+			printProblems(stderr, cp, err)
+			bad = true
+			continue
+		}
+		// Compiled here as well as in buildEngine, so that a policy error stops the run before
+		// the first case of the first file, as a test file error does.
+		if _, err := policy.Compile(cfg); err != nil {
 			printProblems(stderr, cp, err)
 			bad = true
 			continue
@@ -706,7 +713,6 @@ func (p *testParser) addSession(name string, v *yaml.Node, path string) {
 		return
 	}
 	if s := p.sessionFixture(v, path); s != nil {
-		s.name = name
 		p.sessions[name] = s
 	}
 }
@@ -717,7 +723,6 @@ func (p *testParser) addKey(name string, v *yaml.Node, path string) {
 		return
 	}
 	if k := p.keyFixture(v, path); k != nil {
-		k.name = name
 		p.keys[name] = k
 	}
 }
@@ -780,7 +785,9 @@ func (p *testParser) testCase(n *yaml.Node, path string) *testCase {
 	c := &testCase{path: path, line: n.Line, repeat: 1, req: testRequest{
 		method: defaultTestMethod, path: defaultTestPath, host: defaultTestHost, client: defaultTestClient,
 	}}
-	var hasRequest, hasExpect bool
+	// expectOK is false when the expect mapping had errors of its own, which already say
+	// what is wrong with it.
+	var hasRequest, hasExpect, expectOK bool
 	ok := p.fields(n, path, map[string]func(*yaml.Node, string){
 		"name": func(v *yaml.Node, path string) { c.name = p.str(v, path) },
 		"request": func(v *yaml.Node, path string) {
@@ -797,7 +804,9 @@ func (p *testParser) testCase(n *yaml.Node, path string) *testCase {
 		},
 		"expect": func(v *yaml.Node, path string) {
 			hasExpect = true
+			before := len(p.errs)
 			p.expect(v, path, &c.expect)
+			expectOK = len(p.errs) == before
 		},
 	})
 	if !ok {
@@ -811,7 +820,7 @@ func (p *testParser) testCase(n *yaml.Node, path string) *testCase {
 	}
 	if !hasExpect {
 		p.fail(n, fieldPath(path, "expect"), "required")
-	} else if c.expect.allow == nil && c.expect.status == nil {
+	} else if expectOK && c.expect.allow == nil && c.expect.status == nil {
 		p.fail(n, fieldPath(path, "expect"), "needs allow or status: a case that checks neither passes on any verdict")
 	}
 	if c.expect.allow != nil && c.expect.status != nil && *c.expect.allow != (*c.expect.status == 200) {

@@ -61,7 +61,7 @@ func (p *fileParser) count(n *yaml.Node, path string) uint32 {
 func validKey(k string) bool {
 	switch k {
 	case "domain", "key", "value", "descriptors", "rate_limit", "unit", "requests_per_unit",
-		"unlimited", "shadow_mode", "name", "replaces", "detailed_metric":
+		"unlimited", "shadow_mode", "name", "replaces", "detailed_metric", "share_threshold", "quota_mode":
 		return true
 	}
 	return false

@@ -2,6 +2,7 @@ package rls
 
 import (
 	"fmt"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -139,6 +140,8 @@ func (p *fileParser) descriptor(lvl *level, seen map[string]string, n *yaml.Node
 		keyNode             *yaml.Node
 		rateLimit, children *field
 		shadow, detailed    bool
+		share               bool
+		shareNode           *yaml.Node
 	)
 	n = deref(n)
 	fields := p.mapping(n, path)
@@ -158,6 +161,13 @@ func (p *fileParser) descriptor(lvl *level, seen map[string]string, n *yaml.Node
 			shadow = p.boolean(f.val, f.path)
 		case "detailed_metric":
 			detailed = p.boolean(f.val, f.path)
+		case "share_threshold":
+			shareNode = f.val
+			share = p.boolean(f.val, f.path)
+		case "quota_mode":
+			if p.boolean(f.val, f.path) {
+				p.errorf(f.val, f.path, "%s", quotaModeUnsupported)
+			}
 		default:
 			p.ignored(*f)
 		}
@@ -172,6 +182,14 @@ func (p *fileParser) descriptor(lvl *level, seen map[string]string, n *yaml.Node
 			at = keyNode
 		}
 		p.errorf(at, path+".key", "descriptor has empty key")
+		ok = false
+	}
+	if share && ok && !strings.Contains(value, "*") {
+		// The reference shares a counter among the values one wildcard matches; a descriptor
+		// without a wildcard value has nothing to share, and guessing a meaning for it (one
+		// counter for every value of a key-only descriptor?) could silently change limits.
+		p.errorf(shareNode, path+".share_threshold", "share_threshold applies to a wildcard value (one with '*'), this descriptor has %s; "+
+			"to make every value of key %q share one counter, write value: \"*\" with share_threshold: true", describeValue(value), key)
 		ok = false
 	}
 	segment := key
@@ -194,8 +212,29 @@ func (p *fileParser) descriptor(lvl *level, seen map[string]string, n *yaml.Node
 		next = p.descriptors(children.val, children.path, rule)
 	}
 	if ok {
-		lvl.add(key, value, &node{limit: limit, next: next})
+		lvl.add(key, value, &node{limit: limit, next: next, share: share})
 	}
+}
+
+// quotaModeUnsupported is why quota_mode: true is refused. The reference's quota mode is a
+// contract with Envoy, not a verdict alone: a request over a quota_mode limit is let through
+// and reported in the response's dynamic metadata, for Envoy's quota-aware routing to pick
+// another backend, and it is denied only once every quota_mode descriptor of the request is
+// over. That metadata's shape and the mixed-mode rule were still being reworked upstream, so
+// serving it here would hand Envoy something that may not be what it reads; a config that
+// relies on it must fail to load rather than enforce a hard limit or none.
+const quotaModeUnsupported = "quota_mode is not supported: in envoyproxy/ratelimit it lets requests over the limit " +
+	"through and reports them in dynamic metadata for Envoy's quota-aware routing (denying only when every " +
+	"quota_mode descriptor is over), which this service does not implement; use shadow_mode: true for a limit " +
+	"that is counted and reported but never denies, remove quota_mode for a hard limit, or keep this domain on " +
+	"envoyproxy/ratelimit"
+
+// describeValue names a descriptor's value for an error message.
+func describeValue(v string) string {
+	if v == "" {
+		return "no value (key only)"
+	}
+	return fmt.Sprintf("value %q", v)
 }
 
 // rateLimit walks one rate_limit block. It returns nil for a missing block and for an invalid

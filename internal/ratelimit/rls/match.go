@@ -25,7 +25,10 @@ type keyRules struct {
 
 type wildcard struct {
 	pattern pattern
-	node    *node
+	// value is the configured value, the stars included: the counter key of a share_threshold
+	// wildcard spells it instead of the request's value.
+	value string
+	node  *node
 }
 
 // node is one descriptor: its own limit (nil when it has none) and its nested level (nil when
@@ -33,6 +36,9 @@ type wildcard struct {
 type node struct {
 	limit *RateLimit
 	next  *level
+	// share is the descriptor's share_threshold (only ever set on a wildcard value): every
+	// request value it matches counts on one counter, keyed by the pattern.
+	share bool
 }
 
 // add puts a descriptor into the level. The parser has already rejected duplicates.
@@ -51,26 +57,30 @@ func (l *level) add(key, value string, n *node) {
 	}
 	kr.exact[value] = n
 	if strings.Contains(value, "*") {
-		kr.wildcards = append(kr.wildcards, wildcard{pattern: compilePattern(value), node: n})
+		kr.wildcards = append(kr.wildcards, wildcard{pattern: compilePattern(value), value: value, node: n})
 	}
 }
 
 // lookup finds the descriptor a request entry matches: the exact value, then the first
-// matching pattern, then the key-only fallback.
-func (l *level) lookup(key, value string) *node {
+// matching pattern, then the key-only fallback. keyValue is the value the entry's part of the
+// counter key spells: the request's own, or a share_threshold wildcard's pattern.
+func (l *level) lookup(key, value string) (n *node, keyValue string) {
 	kr := l.byKey[key]
 	if kr == nil {
-		return nil
+		return nil, value
 	}
 	if n := kr.exact[value]; n != nil {
-		return n
+		return n, value
 	}
 	for i := range kr.wildcards {
-		if kr.wildcards[i].pattern.match(value) {
-			return kr.wildcards[i].node
+		if w := &kr.wildcards[i]; w.pattern.match(value) {
+			if w.node.share {
+				return w.node, w.value
+			}
+			return w.node, value
 		}
 	}
-	return kr.fallback
+	return kr.fallback, value
 }
 
 // Match returns the limit that applies to a request descriptor in domain, or nil when none
@@ -78,25 +88,43 @@ func (l *level) lookup(key, value string) *node {
 // limit applies only on the level of the request's last entry, so a request deeper or
 // shallower than the rule gets no limit. The result is shared and must not be modified.
 func (c *Config) Match(domain string, entries []*ratelimitv3.RateLimitDescriptor_Entry) *RateLimit {
+	lim, _ := c.MatchShared(domain, entries)
+	return lim
+}
+
+// MatchShared is Match that also says which entries' values a share_threshold wildcard
+// replaced on the way: shared is nil when none did (the usual case, which allocates nothing);
+// otherwise shared[i], when not "", is the pattern entry i counts under, so that every value
+// the wildcard matches counts on one counter, as the reference's share_threshold does.
+func (c *Config) MatchShared(domain string, entries []*ratelimitv3.RateLimitDescriptor_Entry) (lim *RateLimit, shared []string) {
 	if c == nil || len(entries) == 0 {
-		return nil
+		return nil, nil
 	}
 	lvl := c.domains[domain]
 	last := len(entries) - 1
 	for i, e := range entries {
 		if lvl == nil {
-			return nil
+			return nil, nil
 		}
-		n := lvl.lookup(e.GetKey(), e.GetValue())
+		n, kv := lvl.lookup(e.GetKey(), e.GetValue())
 		if n == nil {
-			return nil
+			return nil, nil
+		}
+		if n.share && kv != e.GetValue() {
+			if shared == nil {
+				shared = make([]string, len(entries))
+			}
+			shared[i] = kv
 		}
 		if i == last {
-			return n.limit
+			if n.limit == nil {
+				return nil, nil
+			}
+			return n.limit, shared
 		}
 		lvl = n.next
 	}
-	return nil
+	return nil, nil
 }
 
 // pattern is a compiled config value with '*' wildcards, each matching any run of characters,

@@ -148,6 +148,8 @@ type descriptorState struct {
 	// hits is what the descriptor adds to its counter.
 	hits uint64
 	key  string
+	// shared is MatchShared's: the share_threshold patterns that key the descriptor's entries.
+	shared []string
 	// cachedReset is set when the local over-limit cache answered: the time left in the window.
 	cachedReset time.Duration
 	cached      bool
@@ -222,7 +224,7 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 			st.limit = lim
 			continue
 		}
-		st.limit = cfg.Match(domain, d.GetEntries())
+		st.limit, st.shared = cfg.MatchShared(domain, d.GetEntries())
 		if st.limit == nil {
 			st.code = "NO_LIMIT"
 		}
@@ -236,7 +238,7 @@ func (s *Service) decide(ctx context.Context, req *rlsv3.RateLimitRequest) (*rls
 		if st.limit == nil || st.limit.Unlimited {
 			continue
 		}
-		st.key = s.counterKey(domain, descs[i].GetEntries())
+		st.key = s.counterKey(domain, descs[i].GetEntries(), st.shared)
 		if !st.limit.ShadowMode {
 			if left, ok := s.over.over(cacheKey(st.key, st.limit.Window), localNow); ok {
 				st.cached, st.cachedReset = true, left

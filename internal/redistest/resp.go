@@ -16,14 +16,29 @@ import (
 // this file rather than with a client library: the harness must not depend on the client
 // under test, and must keep working whichever library the project settles on.
 
-// replyError is an error reply (-ERR ...) from the server.
-type replyError string
+// ReplyError is an error reply (-ERR ..., -MOVED ...) from the server, without its '-'.
+type ReplyError string
 
-func (e replyError) Error() string { return string(e) }
+func (e ReplyError) Error() string { return string(e) }
+
+// Command sends one command over a fresh connection to addr (after AUTH when password is
+// set) and returns its reply: a string for simple and bulk strings, int64, []any, nil for a
+// null, and a ReplyError for an error reply. ctx bounds the whole exchange; without a
+// deadline it gets 5 s. It is the one small RESP2 reader of the test harnesses (topologies,
+// e2e checks, the benchmark's setup), so that they never depend on the client under test.
+func Command(ctx context.Context, addr, password string, args ...string) (any, error) {
+	return command(ctx, addr, password, args...)
+}
+
+// InfoField returns field of an INFO or CLUSTER INFO text ("" when absent).
+func InfoField(info, field string) string { return infoField(info, field) }
+
+// Pairs turns a flat RESP2 key/value array (SENTINEL REPLICAS entries) into a map.
+func Pairs(v any) map[string]string { return pairs(v) }
 
 // command sends one command over a fresh connection to addr, after AUTH when password is
 // set, and returns its reply: a string for simple and bulk strings, int64, []any, nil for a
-// null, and a replyError for an error reply.
+// null, and a ReplyError for an error reply.
 func command(ctx context.Context, addr, password string, args ...string) (any, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", addr)
@@ -60,6 +75,13 @@ func writeCommand(b *strings.Builder, args ...string) {
 	}
 }
 
+// Bounds on what readReply accepts from a server: far above any reply the harnesses read
+// (INFO, CLUSTER SLOTS), far below what would exhaust memory on a garbled stream.
+const (
+	maxBulk  = 64 << 20
+	maxArray = 1 << 20
+)
+
 // readReply reads one RESP2 reply; depth bounds the nesting of arrays.
 func readReply(r *bufio.Reader, depth int) (any, error) {
 	if depth > 8 {
@@ -78,13 +100,16 @@ func readReply(r *bufio.Reader, depth int) (any, error) {
 	case '+':
 		return body, nil
 	case '-':
-		return nil, replyError(body)
+		return nil, ReplyError(body)
 	case ':':
 		return strconv.ParseInt(body, 10, 64)
 	case '$':
 		n, err := strconv.Atoi(body)
-		if err != nil || n < 0 {
-			return nil, err
+		if err != nil || n > maxBulk {
+			return nil, fmt.Errorf("bulk length %q", body)
+		}
+		if n < 0 {
+			return nil, nil
 		}
 		buf := make([]byte, n+2)
 		if _, err := io.ReadFull(r, buf); err != nil {
@@ -93,8 +118,11 @@ func readReply(r *bufio.Reader, depth int) (any, error) {
 		return string(buf[:n]), nil
 	case '*':
 		n, err := strconv.Atoi(body)
-		if err != nil || n < 0 {
-			return nil, err
+		if err != nil || n > maxArray {
+			return nil, fmt.Errorf("array length %q", body)
+		}
+		if n < 0 {
+			return nil, nil
 		}
 		out := make([]any, 0, n)
 		for i := 0; i < n; i++ {

@@ -1,22 +1,22 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/extauthz/extauthz/internal/redistest"
 )
 
 // topology is one Redis deployment the contract suite runs against, and what the suite needs
-// to look at it directly: its nodes are asked with the few lines of RESP2 below, never with
+// to look at it directly: its nodes are asked with redistest's small RESP2 reader, never with
 // the client under test, so a read-back cannot agree with the sidecar for the wrong reason.
 type topology struct {
 	name string
@@ -34,78 +34,12 @@ type topology struct {
 }
 
 // respError is an error reply (-ERR ..., -MOVED ...).
-type respError string
+type respError = redistest.ReplyError
 
-func (e respError) Error() string { return string(e) }
-
-// respCall sends one command to addr over a fresh connection and returns the reply: string
-// for simple and bulk strings, int64, []any, nil for a null, respError for an error reply.
+// respCall sends one command to addr over a fresh connection and returns the reply (see
+// redistest.Command): never through the client under test.
 func respCall(ctx context.Context, addr string, args ...string) (any, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	dl, ok := ctx.Deadline()
-	if !ok {
-		dl = time.Now().Add(5 * time.Second)
-	}
-	_ = c.SetDeadline(dl)
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := io.WriteString(c, b.String()); err != nil {
-		return nil, err
-	}
-	return readRESP(bufio.NewReader(c), 0)
-}
-
-func readRESP(r *bufio.Reader, depth int) (any, error) {
-	if depth > 8 {
-		return nil, errors.New("resp: nested too deep")
-	}
-	line, err := r.ReadString('\n')
-	if err != nil {
-		return nil, err
-	}
-	line = strings.TrimSuffix(line, "\r\n")
-	if line == "" {
-		return nil, errors.New("resp: empty line")
-	}
-	switch line[0] {
-	case '+':
-		return line[1:], nil
-	case '-':
-		return nil, respError(line[1:])
-	case ':':
-		return strconv.ParseInt(line[1:], 10, 64)
-	case '$':
-		n, err := strconv.Atoi(line[1:])
-		if err != nil || n < 0 {
-			return nil, err
-		}
-		buf := make([]byte, n+2)
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return nil, err
-		}
-		return string(buf[:n]), nil
-	case '*':
-		n, err := strconv.Atoi(line[1:])
-		if err != nil || n < 0 {
-			return nil, err
-		}
-		out := make([]any, n)
-		for i := range out {
-			if out[i], err = readRESP(r, depth+1); err != nil {
-				return nil, err
-			}
-		}
-		return out, nil
-	}
-	return nil, fmt.Errorf("resp: unexpected line %q", line)
+	return redistest.Command(ctx, addr, "", args...)
 }
 
 // at runs a command on the node at addr and fails the test on any error.

@@ -1,4 +1,4 @@
-package main
+package redistest
 
 import (
 	"bufio"
@@ -30,33 +30,27 @@ func TestReadReply(t *testing.T) {
 	}
 
 	_, err := readReply(bufio.NewReader(strings.NewReader("-MOVED 3999 127.0.0.1:6381\r\n")), 0)
-	var re replyError
+	var re ReplyError
 	if !errors.As(err, &re) || string(re) != "MOVED 3999 127.0.0.1:6381" {
 		t.Errorf("error reply: err = %v", err)
 	}
-	for _, bad := range []string{"", "?x\r\n", "$5\r\nab\r\n", ":x\r\n", "$99999999999\r\n", strings.Repeat("*1\r\n", 10) + ":1\r\n"} {
+	for _, bad := range []string{"", "?x\r\n", "$5\r\nab\r\n", ":x\r\n", "$99999999999\r\n", "*99999999999\r\n", strings.Repeat("*1\r\n", 10) + ":1\r\n"} {
 		if got, err := readReply(bufio.NewReader(strings.NewReader(bad)), 0); err == nil {
 			t.Errorf("readReply(%q) = %#v, want an error", bad, got)
 		}
 	}
 }
 
-func TestEncodeCommand(t *testing.T) {
-	if got, want := encodeCommand("SET", "k", ""), "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n"; got != want {
-		t.Fatalf("encodeCommand = %q, want %q", got, want)
-	}
-}
-
 func TestInfoFieldAndPairs(t *testing.T) {
 	info := "# Replication\r\nrole:slave\r\nmaster_link_status:up\r\n"
-	if got := infoField(info, "master_link_status"); got != "up" {
-		t.Errorf("infoField = %q", got)
+	if got := InfoField(info, "master_link_status"); got != "up" {
+		t.Errorf("InfoField = %q", got)
 	}
-	if got := infoField(info, "master"); got != "" {
-		t.Errorf("infoField of a prefix = %q, want none", got)
+	if got := InfoField(info, "master"); got != "" {
+		t.Errorf("InfoField of a prefix = %q, want none", got)
 	}
-	m := pairs([]any{"flags", "slave", "port", "6380", "odd"})
+	m := Pairs([]any{"flags", "slave", "port", "6380", "odd"})
 	if m["flags"] != "slave" || m["port"] != "6380" || len(m) != 2 {
-		t.Errorf("pairs = %v", m)
+		t.Errorf("Pairs = %v", m)
 	}
 }

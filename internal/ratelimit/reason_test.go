@@ -83,6 +83,8 @@ func TestCallReason(t *testing.T) {
 		{"expired context, socket error", expired, refused, "timeout", context.DeadlineExceeded},
 		{"passed deadline, timer not fired", passed, socketTimeout, "timeout", context.DeadlineExceeded},
 		{"canceled at the deadline (stream reset)", canceledAt(time.Millisecond), context.Canceled, "timeout", context.DeadlineExceeded},
+		{"canceled 8 ms before the deadline (a reset that overtook late headers)", canceledAt(8 * time.Millisecond), context.Canceled, "timeout", context.DeadlineExceeded},
+		{"canceled 15 ms before the deadline", canceledAt(15 * time.Millisecond), context.Canceled, "canceled", context.Canceled},
 		{"canceled long before the deadline", canceledAt(time.Hour), context.Canceled, "canceled", context.Canceled},
 		{"canceled, no deadline, socket timeout", canceled, socketTimeout, "canceled", context.Canceled},
 		{"bound, caller canceled, our deadline passed", boundCanceled, socketTimeout, "canceled", context.Canceled},

@@ -23,7 +23,7 @@ const (
 
 // The accepted values of the policy settings.
 var (
-	authModes      = []string{"none", "session", "apikey", "any"}
+	authModes      = []string{"none", "session", "apikey", "any", "optional"}
 	failureModes   = []string{"closed", "open"}
 	limitAlgos     = []string{"fixed", "sliding", "gcra"}
 	limitSubjects  = []string{"principal", "ip", "apikey", "header:NAME"}
@@ -47,6 +47,10 @@ type Sessions struct {
 	Headers map[string]string `yaml:"headers"`
 	// Roles is the dotted path holding a role or a list of roles.
 	Roles string `yaml:"roles"`
+	// Scopes is the dotted path holding a scope or a list of scopes. When set, a policy's
+	// scopes requirement applies to sessions as it does to API keys; when unset, sessions
+	// carry no scopes and scopes requirements apply to API keys only (sessions pass them).
+	Scopes string `yaml:"scopes"`
 	// Touch, when set, extends sessions like connect-redis's touch, throttled.
 	Touch *Touch `yaml:"touch"`
 	// StripCookie removes the session cookie from the upstream request.
@@ -96,11 +100,13 @@ type Limits struct {
 type Policy struct {
 	Name  string `yaml:"name"`
 	Match Match  `yaml:"match"`
-	// Auth is none, session, apikey or any.
+	// Auth is none, session, apikey, any or optional. Optional identifies the caller when it
+	// can (a valid key or session) and otherwise lets it through as anonymous.
 	Auth string `yaml:"auth"`
 	// Roles, when set, require the principal to hold one of them.
 	Roles []string `yaml:"roles"`
-	// Scopes, when set, require an API key to hold all of them.
+	// Scopes, when set, require an API key (and a session, when sessions.scopes is set) to
+	// hold all of them; under auth optional an anonymous caller holds none.
 	Scopes []string `yaml:"scopes"`
 	// Limits apply to every request of the policy.
 	Limits []Limit `yaml:"limits"`

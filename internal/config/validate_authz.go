@@ -23,6 +23,7 @@ func (k *checker) sessions() {
 	}
 	k.dottedPath("sessions.subject", s.Subject, true)
 	k.dottedPath("sessions.roles", s.Roles, false)
+	k.dottedPath("sessions.scopes", s.Scopes, false)
 	for _, name := range sortedKeys(s.Headers) {
 		path := "sessions.headers." + name
 		if !validToken(name) || strings.ToLower(name) != name {
@@ -114,13 +115,23 @@ func (k *checker) policies() {
 				k.fail(fmt.Sprintf("%s.roles[%d]", base, j), r, "must not be empty")
 			}
 		}
-		if len(p.Scopes) > 0 && p.Auth != "apikey" && p.Auth != "any" {
-			k.fail(base+".scopes", p.Scopes, "scopes belong to API keys: auth must be apikey or any")
+		for j, sc := range p.Scopes {
+			if sc == "" {
+				k.fail(fmt.Sprintf("%s.scopes[%d]", base, j), sc, "must not be empty")
+			}
+		}
+		switch {
+		case len(p.Scopes) == 0, p.Auth == "apikey", p.Auth == "any", p.Auth == "optional":
+		case p.Auth == "session" && k.c.Sessions.Scopes != "":
+		case p.Auth == "session":
+			k.fail(base+".scopes", p.Scopes, "sessions carry no scopes unless sessions.scopes names the session field holding them")
+		default:
+			k.fail(base+".scopes", p.Scopes, "scopes need an identity: auth must be apikey, any, optional, or session with sessions.scopes set")
 		}
 		k.limits(base+".limits", p.Auth, p.Limits)
 		for _, tier := range sortedKeys(p.Tiers) {
-			if p.Auth != "apikey" && p.Auth != "any" {
-				k.fail(base+".tiers."+tier, p.Tiers[tier], "tiers belong to API keys: auth must be apikey or any")
+			if p.Auth != "apikey" && p.Auth != "any" && p.Auth != "optional" {
+				k.fail(base+".tiers."+tier, p.Tiers[tier], "tiers belong to API keys: auth must be apikey, any or optional")
 			}
 			k.limits(base+".tiers."+tier, p.Auth, p.Tiers[tier])
 		}
@@ -145,7 +156,7 @@ func (k *checker) limits(base, auth string, ls []Limit) {
 		case l.By == "principal", l.By == "ip":
 		case l.By == "apikey":
 			if auth == "none" || auth == "session" {
-				k.fail(p+".by", l.By, "by apikey needs auth apikey or any")
+				k.fail(p+".by", l.By, "by apikey needs auth apikey, any or optional")
 			}
 		case strings.HasPrefix(l.By, "header:"):
 			if h := strings.TrimPrefix(l.By, "header:"); !validToken(h) || strings.ToLower(h) != h {

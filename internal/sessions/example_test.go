@@ -62,6 +62,6 @@ func ExampleStore_Resolve() {
 	_, err = store.Resolve(ctx, "connect.sid="+url.QueryEscape(sessions.Sign("abc", "forged")))
 	fmt.Println(errors.Is(err, sessions.ErrNoSession))
 	// Output:
-	// sessions.Session{ID:[redacted] Subject:"42" Roles:["admin"] Headers:[{x-tenant acme}]}
+	// sessions.Session{ID:[redacted] Subject:"42" Roles:["admin"] Scopes:[] Headers:[{x-tenant acme}]}
 	// true
 }

@@ -35,6 +35,9 @@ type Options struct {
 	Headers map[string]string
 	// Roles is the dotted path of a role string or a list of role strings; "" for none.
 	Roles string
+	// Scopes is the dotted path of a scope string or a list of scope strings, read as Roles
+	// is; "" for none (sessions then carry no scopes).
+	Scopes string
 	// TouchTTL enables touching when positive: it is the TTL set when the session has no
 	// positive cookie.originalMaxAge (connect-redis's ttl option, 86400s by default there).
 	// Redis TTLs are whole seconds, so it is rounded up and must be at least a second.
@@ -51,8 +54,8 @@ type Options struct {
 
 // String describes the options with the secrets left out, so that logging them is safe.
 func (o Options) String() string {
-	return fmt.Sprintf("sessions.Options{CookieName:%q Prefix:%q Secrets:[%d redacted] Subject:%q Headers:%v Roles:%q TouchTTL:%v TouchEvery:%v}",
-		o.CookieName, o.Prefix, len(o.Secrets), o.Subject, o.Headers, o.Roles, o.TouchTTL, o.TouchEvery)
+	return fmt.Sprintf("sessions.Options{CookieName:%q Prefix:%q Secrets:[%d redacted] Subject:%q Headers:%v Roles:%q Scopes:%q TouchTTL:%v TouchEvery:%v}",
+		o.CookieName, o.Prefix, len(o.Secrets), o.Subject, o.Headers, o.Roles, o.Scopes, o.TouchTTL, o.TouchEvery)
 }
 
 // GoString is String, so that %#v does not print the secrets either.
@@ -71,6 +74,7 @@ type config struct {
 	verifiers  []*verifier // one per secret, in order
 	subject    []string
 	roles      []string // nil when Roles is ""
+	scopes     []string // nil when Scopes is ""
 	headers    []headerPath
 	touchTTL   time.Duration // 0 when touching is off
 	touchEvery time.Duration
@@ -110,6 +114,11 @@ func (o Options) validate() (config, error) {
 	if o.Roles != "" {
 		if c.roles = splitPath(o.Roles); c.roles == nil {
 			bad("Roles", "%q has an empty key", o.Roles)
+		}
+	}
+	if o.Scopes != "" {
+		if c.scopes = splitPath(o.Scopes); c.scopes == nil {
+			bad("Scopes", "%q has an empty key", o.Scopes)
 		}
 	}
 	// Names are visited in order so that problems are reported in the same order every time.

@@ -71,6 +71,9 @@ type Session struct {
 	// Roles holds the role at Options.Roles, or the strings of the list there; non-string
 	// elements, empty strings and strings with CR, LF or NUL are left out.
 	Roles []string
+	// Scopes holds the scope at Options.Scopes, or the strings of the list there, filtered as
+	// Roles is; nil when Options.Scopes is "".
+	Scopes []string
 	// Headers lists, in header-name order, one Header per configured path present in the
 	// session whose value is a string, number or boolean without CR, LF or NUL.
 	Headers []Header
@@ -81,7 +84,7 @@ type Header struct{ Name, Value string }
 
 // String describes the session with its ID redacted, so that logging it is safe.
 func (s Session) String() string {
-	return fmt.Sprintf("sessions.Session{ID:[redacted] Subject:%q Roles:%q Headers:%v}", s.Subject, s.Roles, s.Headers)
+	return fmt.Sprintf("sessions.Session{ID:[redacted] Subject:%q Roles:%q Scopes:%q Headers:%v}", s.Subject, s.Roles, s.Scopes, s.Headers)
 }
 
 // GoString is String, so that %#v does not print the ID either.
@@ -218,6 +221,9 @@ func (s *Store) session(sid string, obj map[string]any) *Session {
 	if s.cfg.roles != nil {
 		sess.Roles = roles(obj, s.cfg.roles)
 	}
+	if s.cfg.scopes != nil {
+		sess.Scopes = roles(obj, s.cfg.scopes)
+	}
 	for _, h := range s.cfg.headers {
 		v, ok := lookup(obj, h.path)
 		if !ok {
@@ -230,7 +236,7 @@ func (s *Store) session(sid string, obj map[string]any) *Session {
 	return sess
 }
 
-// roles reads a role string or a list of them.
+// roles reads a role string or a list of them (or, at Options.Scopes, scopes).
 func roles(obj map[string]any, path []string) []string {
 	v, _ := lookup(obj, path)
 	ok := func(r string) bool { return r != "" && headerSafe(r) }

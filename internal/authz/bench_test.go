@@ -81,6 +81,8 @@ func BenchmarkDecide(b *testing.B) {
 		{"session-role", req("GET", "/admin/x", "cookie", "sid=alice")},
 		{"apikey-limit", req("GET", "/api/x", "x-api-key", "k-basic")},
 		{"open-limit", req("POST", "/login")},
+		{"optional-session", req("GET", "/maybe/x", "cookie", "sid=alice")},
+		{"optional-anonymous", req("GET", "/maybe/x", "cookie", "sid=mallory", "x-user-id", "root")},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()

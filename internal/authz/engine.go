@@ -91,7 +91,7 @@ type Decision struct {
 	Message string
 
 	Policy    string
-	Kind      string // none, session or apikey
+	Kind      string // none (anonymous, under auth none or optional), session or apikey
 	Principal string // session subject or API key id; never a secret
 	Tier      string
 
@@ -255,7 +255,8 @@ func (e *Engine) decide(ctx context.Context, st *policy.Set, r *Request) Decisio
 		e.log.Warn("identity backend failed, letting the request through unauthenticated (failure.auth: open)",
 			zap.String("policy", p.Name), zap.String("reason", ratelimit.CallReason(ctx, err)), zap.Error(err))
 		degraded = append(degraded, "auth")
-		id = identity{kind: KindNone}
+		// Anonymous, but a key the request carried is still stripped upstream.
+		id = identity{kind: KindNone, keyHeader: id.keyHeader}
 	case err != nil:
 		d.Err, d.ErrReason, d.Reason = err, ratelimit.CallReason(ctx, err), "backend_error"
 		return d
@@ -272,7 +273,7 @@ func (e *Engine) decide(ctx context.Context, st *policy.Set, r *Request) Decisio
 		d.RemoveHeaders = removals(st, nil, id.keyHeader)
 		return d
 	}
-	if len(p.Scopes) > 0 && id.kind == KindAPIKey && !id.hasAllScopes(p.Scopes) {
+	if len(p.Scopes) > 0 && scopesApply(st, p, id) && !id.hasAllScopes(p.Scopes) {
 		d.Status, d.Reason, d.Message = 403, "forbidden_scope", denialMessage("forbidden_scope")
 		d.RemoveHeaders = removals(st, nil, id.keyHeader)
 		return d

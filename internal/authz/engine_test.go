@@ -78,6 +78,9 @@ policies:
     auth: session
     limits: [{requests: 100, window: 1m}]
     failure: {auth: open, limits: open}
+  - name: maybe
+    match: {path_prefix: /maybe/}
+    auth: optional
 `
 
 // redisClient returns the sidecar's client for srv, once it has connected: the client dials

@@ -86,8 +86,52 @@ func (e *Engine) identify(ctx context.Context, st *policy.Set, p *policy.Policy,
 			return e.bySession(ctx, r)
 		}
 		return anon, 401, "unauthenticated", nil
+	case AuthOptional:
+		return e.optional(ctx, st, r)
 	}
 	return anon, 401, "unauthenticated", nil
+}
+
+// optional identifies the caller of an auth: optional policy: by its API key when it carries a
+// well-formed one (as under auth: any, the key alone decides, so one request never gets a
+// different principal under any and optional), otherwise by its session cookie. A key or
+// session that does not resolve (unknown, revoked, expired, bad signature, logged out) makes
+// the caller anonymous, never a 401, as express-session makes a bad cookie "no session"; the
+// key's header is still stripped upstream. Only a backend failure is an error, for the policy's
+// failure.auth to judge.
+func (e *Engine) optional(ctx context.Context, st *policy.Set, r *Request) (identity, int, string, error) {
+	if e.opts.Keys != nil {
+		if key, h, ok := apikeys.FromHeaders(r.Headers, st.APIKeyHeaders); ok && e.wellFormed(key) {
+			id, status, _, err := e.byKey(ctx, st, key, h)
+			if status != 0 {
+				return identity{kind: KindNone, keyHeader: h}, 0, "", nil
+			}
+			return id, 0, "", err
+		}
+	}
+	if e.opts.Sessions != nil && r.Headers["cookie"] != "" {
+		id, status, _, err := e.bySession(ctx, r)
+		if status != 0 {
+			return identity{kind: KindNone}, 0, "", nil
+		}
+		return id, 0, "", err
+	}
+	return identity{kind: KindNone}, 0, "", nil
+}
+
+// scopesApply reports whether a policy's scopes requirement judges id: an API key always; a
+// session when sessions.scopes is set (otherwise sessions carry no scopes and pass, as before
+// sessions had scopes); an anonymous caller under auth: optional, which holds no scope and is
+// refused. Other anonymous identities are those of a failure.auth: open outage under auth any
+// or apikey, let through marked degraded as before.
+func scopesApply(st *policy.Set, p *policy.Policy, id identity) bool {
+	switch id.kind {
+	case KindAPIKey:
+		return true
+	case KindSession:
+		return st.SessionScopes
+	}
+	return p.Auth == AuthOptional
 }
 
 // presentedKey returns the header a well-formed API key came in, or "" when the request
@@ -191,7 +235,7 @@ func (e *Engine) bySession(ctx context.Context, r *Request) (identity, int, stri
 	for i, h := range s.Headers {
 		hs[i] = ratelimit.Header{Name: h.Name, Value: h.Value}
 	}
-	return identity{kind: KindSession, principal: s.Subject, roles: s.Roles, headers: hs}, 0, "", nil
+	return identity{kind: KindSession, principal: s.Subject, roles: s.Roles, scopes: s.Scopes, headers: hs}, 0, "", nil
 }
 
 // countBackendError counts a failed identity lookup made under ctx; see ratelimit.CallReason.

@@ -9,8 +9,9 @@ import "github.com/extauthz/extauthz/internal/policy"
 
 // Auth modes of a policy.
 const (
-	AuthNone    = policy.AuthNone
-	AuthSession = policy.AuthSession
-	AuthAPIKey  = policy.AuthAPIKey
-	AuthAny     = policy.AuthAny
+	AuthNone     = policy.AuthNone
+	AuthSession  = policy.AuthSession
+	AuthAPIKey   = policy.AuthAPIKey
+	AuthAny      = policy.AuthAny
+	AuthOptional = policy.AuthOptional
 )

@@ -24,6 +24,9 @@ const (
 	AuthSession = "session"
 	AuthAPIKey  = "apikey"
 	AuthAny     = "any"
+	// AuthOptional identifies the caller by a valid API key or session when it presents one
+	// and lets it through as anonymous otherwise; identity headers are set or removed.
+	AuthOptional = "optional"
 )
 
 // Set is every compiled policy with the settings decisions need. It is never changed after
@@ -45,6 +48,9 @@ type Set struct {
 	IdentityHeaders []string
 	// KeyHeaders map API key record fields to upstream headers, sorted by header.
 	KeyHeaders []KeyHeader
+	// SessionScopes is true when sessions.scopes is set: a policy's scopes then apply to
+	// sessions too. Otherwise sessions carry no scopes and pass scopes requirements.
+	SessionScopes bool
 
 	// TrustedProxies are the peers whose ClientIPHeader is believed.
 	TrustedProxies []netip.Prefix
@@ -134,6 +140,7 @@ func Compile(cfg *config.Config) (*Set, error) {
 		APIKeyHeaders:  cfg.APIKeys.Headers,
 		KeepKeyHeader:  cfg.APIKeys.KeepHeader,
 		StripCookie:    cfg.Sessions.StripCookie,
+		SessionScopes:  cfg.Sessions.Scopes != "",
 		ClientIPHeader: cfg.ClientIPHeader,
 		MaxHeaders:     cfg.Request.MaxHeaders,
 	}

@@ -144,7 +144,14 @@ func New(set *policy.Set, opts Options) *Engine {
 }
 
 // Load swaps in set; decisions in flight finish on the previous one.
-func (e *Engine) Load(set *policy.Set) { e.state.Store(set) }
+func (e *Engine) Load(set *policy.Set) {
+	e.state.Store(set)
+	// sessions.scopes set but a session store that does not read them: every session would
+	// fail every scopes requirement (403). Said once per load, loudly: it is a wiring bug.
+	if r, ok := e.opts.Sessions.(interface{ ReadsScopes() bool }); ok && set != nil && set.SessionScopes && !r.ReadsScopes() {
+		e.log.Error("sessions.scopes is configured but the session store reads no scopes; sessions will fail every scopes requirement")
+	}
+}
 
 // Policies returns the set decisions use now.
 func (e *Engine) Policies() *policy.Set { return e.state.Load() }

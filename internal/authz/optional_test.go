@@ -7,6 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/extauthz/extauthz/internal/apikeys"
 	"github.com/extauthz/extauthz/internal/config"
 	"github.com/extauthz/extauthz/internal/ratelimit"
@@ -354,5 +358,76 @@ func TestOptionalAuthRedisDownFollowsFailureAuth(t *testing.T) {
 	d := e.Decide(ctx, req("GET", "/plain/x", "x-user-id", "root"))
 	if !d.Allow || d.Reason != "ok" || d.Err != nil {
 		t.Fatalf("no credentials with Redis down: %+v", d)
+	}
+}
+
+// Over gRPC, what Envoy applies to the upstream request under auth: optional: an anonymous
+// caller's own identity headers are in headers_to_remove and nothing is set, with the auth
+// metadata "none"; a signed-in caller's are set, replacing the client's.
+func TestOptionalAuthOverGRPC(t *testing.T) {
+	f := newOptionalFixture(t)
+	c := checkClient(t, f.e)
+	ctx := context.Background()
+
+	resp, err := c.Check(ctx, checkRequest("GET", "/plain/x", map[string]string{"cookie": f.forged, "x-user-id": "root", "x-api-key": f.revoked}, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := resp.GetOkResponse()
+	if resp.GetStatus().GetCode() != 0 || ok == nil {
+		t.Fatalf("anonymous caller: %v", resp)
+	}
+	if len(ok.GetHeaders()) != 0 {
+		t.Fatalf("anonymous caller: headers set upstream: %v", ok.GetHeaders())
+	}
+	for _, h := range []string{"x-user-id", "x-key-id", "x-api-key"} {
+		if !slices.Contains(ok.GetHeadersToRemove(), h) {
+			t.Errorf("anonymous caller: %s not in headers_to_remove %v", h, ok.GetHeadersToRemove())
+		}
+	}
+	if got := resp.GetDynamicMetadata().GetFields()[MetaAuth].GetStringValue(); got != KindNone {
+		t.Errorf("anonymous caller: auth metadata %q, want %q", got, KindNone)
+	}
+	if _, ok := resp.GetDynamicMetadata().GetFields()[MetaPrincipal]; ok {
+		t.Errorf("anonymous caller has a principal: %v", resp.GetDynamicMetadata())
+	}
+
+	resp, err = c.Check(ctx, checkRequest("GET", "/plain/x", map[string]string{"cookie": f.alice, "x-user-id": "root"}, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok = resp.GetOkResponse()
+	if len(ok.GetHeaders()) != 1 || ok.GetHeaders()[0].GetHeader().GetKey() != "x-user-id" || ok.GetHeaders()[0].GetHeader().GetValue() != "alice" {
+		t.Fatalf("signed-in caller: headers %v", ok.GetHeaders())
+	}
+	if slices.Contains(ok.GetHeadersToRemove(), "x-user-id") {
+		t.Fatalf("signed-in caller: x-user-id set and removed: %v", ok.GetHeadersToRemove())
+	}
+}
+
+// A session store built without Options.Scopes under a config with sessions.scopes is a wiring
+// bug that would deny every session on a scoped policy: the engine says so when it loads.
+func TestSessionScopesWiringChecked(t *testing.T) {
+	cfg, err := config.Parse("t.yaml", []byte("sessions: {secrets: [s], scopes: perms}\npolicies: [{name: a, auth: optional}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := downClient(t)
+	for _, withScopes := range []bool{false, true} {
+		opts := sessions.Options{Secrets: cfg.Sessions.Secrets, Subject: cfg.Sessions.Subject}
+		if withScopes {
+			opts.Scopes = cfg.Sessions.Scopes
+		}
+		ss, err := sessions.New(rc, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		core, logs := observer.New(zapcore.ErrorLevel)
+		if _, err := newEngine(t, cfg, Options{Sessions: ss, Limiter: nopLimiter{}, Logger: zap.New(core)}); err != nil {
+			t.Fatal(err)
+		}
+		if got := logs.FilterMessageSnippet("sessions.scopes").Len(); (got == 1) == withScopes {
+			t.Errorf("store reads scopes %v: %d wiring errors logged", withScopes, got)
+		}
 	}
 }

@@ -129,3 +129,14 @@ policies:
 		t.Errorf("withHead([GET]) = %v; config slice now %v", got, cfgMethods)
 	}
 }
+
+// SessionScopes follows sessions.scopes, and auth: optional compiles as it is written.
+func TestSessionScopesAndOptionalCompile(t *testing.T) {
+	s := compile(t, "sessions: {secrets: [s], scopes: perms}\npolicies: [{name: a, auth: optional, scopes: [r]}]\n")
+	if !s.SessionScopes || s.Policies[0].Auth != AuthOptional || !slices.Equal(s.Policies[0].Scopes, []string{"r"}) {
+		t.Fatalf("SessionScopes %v, policy %+v", s.SessionScopes, s.Policies[0])
+	}
+	if s := compile(t, "sessions: {secrets: [s]}\npolicies: [{name: a, auth: any, scopes: [r]}]\n"); s.SessionScopes {
+		t.Fatal("SessionScopes without sessions.scopes")
+	}
+}

@@ -196,6 +196,10 @@ func (s *Store) Resolve(ctx context.Context, cookieHeader string) (*Session, err
 	return e.sess, nil
 }
 
+// ReadsScopes reports whether the store reads scopes from sessions (Options.Scopes is set), so
+// that a caller whose policies expect session scopes can tell a store built without them.
+func (s *Store) ReadsScopes() bool { return s.cfg.scopes != nil }
+
 // maybeTouch sends the session's EXPIRE when touching is on and this process has not touched
 // it within TouchEvery. A failed touch leaves the session as valid as it was; the next
 // interval retries.

@@ -44,6 +44,7 @@ func buildEngine(cfg *config.Config, rc *redisconn.Client, format ratelimit.Form
 			Subject:    cfg.Sessions.Subject,
 			Headers:    cfg.Sessions.Headers,
 			Roles:      cfg.Sessions.Roles,
+			Scopes:     cfg.Sessions.Scopes,
 		}
 		if t := cfg.Sessions.Touch; t != nil {
 			sopts.TouchTTL, sopts.TouchEvery = t.TTL.D(), t.Every.D()

@@ -171,3 +171,39 @@ tests:
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
 	}
 }
+
+// auth: optional and sessions.scopes reach the engine through buildEngine, the wiring serve
+// uses: a session's scopes satisfy a policy's, a session without them is refused, and an
+// anonymous caller passes an optional policy that requires nothing.
+func TestPolicyTestOptionalAuthAndSessionScopes(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(cfg, []byte(`sessions: {secrets: [s3cret-for-tests], subject: userId, scopes: perms, headers: {x-user-id: userId}}
+policies:
+  - {name: reports, match: {path_prefix: /reports/}, auth: any, scopes: [reports:read]}
+  - {name: home, match: {path_prefix: /}, auth: optional}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := filepath.Join(dir, "t.yaml")
+	if err := os.WriteFile(cases, []byte(`tests:
+  - name: a session with the scope reads reports
+    request: {path: /reports/q3, session: {userId: ann, perms: [reports:read]}}
+    expect: {allow: true, policy: reports, headers: {x-user-id: ann}}
+  - name: a session without it does not
+    request: {path: /reports/q3, session: {userId: bob, perms: [other]}}
+    expect: {status: 403, policy: reports}
+  - name: optional sign-in lets an anonymous caller through without identity
+    request: {path: /, headers: {x-user-id: mallory}}
+    expect: {allow: true, policy: home, removed: [x-user-id]}
+  - name: optional sign-in names a signed-in caller
+    request: {path: /, session: {userId: ann}}
+    expect: {allow: true, policy: home, headers: {x-user-id: ann}}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"test", "--config", cfg, cases}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/extauthz/extauthz/internal/redisconn"
+	"github.com/extauthz/extauthz/internal/redisconn/redisconntest"
 	"github.com/extauthz/extauthz/internal/redistest"
 )
 
@@ -49,30 +50,11 @@ func newRedisStore(t *testing.T, rdb Redis, opts Options) (*Store, *clock) {
 	return s, c
 }
 
-// newClient returns the sidecar's client for url and waits until it has connected: the client
-// dials in the background and fails fast (ErrNotReady) until then. Its per-call deadline, for
-// calls whose ctx has none, is generous: these tests are about answers, not latency (a cold
-// Cluster connection or a 1 MiB value under -race can take longer than the production 25ms).
+// newClient returns the sidecar's client for url once it has connected, with a generous
+// per-call deadline (redisconntest.Ready): these tests are about answers, not latency.
 func newClient(t *testing.T, url string) *redisconn.Client {
 	t.Helper()
-	rc, err := redisconn.New(redisconn.Options{URL: url, Timeout: 5 * time.Second}, nil)
-	if err != nil {
-		t.Fatalf("redisconn.New: %v", err)
-	}
-	t.Cleanup(func() { _ = rc.Close() })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := rc.Ping(ctx)
-		cancel()
-		if err == nil {
-			return rc
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("client for %s not ready: %v", rc.Describe(), err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	return redisconntest.Ready(t, redisconn.Options{URL: url})
 }
 
 func startRedis(t *testing.T) (*redistest.Server, *redisconn.Client) {

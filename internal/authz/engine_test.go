@@ -16,7 +16,9 @@ import (
 	"github.com/extauthz/extauthz/internal/policy"
 	"github.com/extauthz/extauthz/internal/ratelimit"
 	"github.com/extauthz/extauthz/internal/redisconn"
+	"github.com/extauthz/extauthz/internal/redisconn/redisconntest"
 	"github.com/extauthz/extauthz/internal/redistest"
+	"github.com/extauthz/extauthz/internal/redisurl"
 	"github.com/extauthz/extauthz/internal/sessions"
 )
 
@@ -83,29 +85,11 @@ policies:
     auth: optional
 `
 
-// redisClient returns the sidecar's client for srv, once it has connected: the client dials
-// in the background and fails fast (ErrNotReady) until then, which a test must not mistake
-// for an outage.
+// redisClient returns the sidecar's client for srv once it has connected, with the sidecar's
+// own per-call deadline (redis.timeout's default), which these tests decide under.
 func redisClient(t *testing.T, srv *redistest.Server) *redisconn.Client {
 	t.Helper()
-	rc, err := redisconn.New(redisconn.Options{URL: srv.URL()}, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rc.Close() })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := rc.Ping(ctx)
-		cancel()
-		if err == nil {
-			return rc
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis client not ready: %v", err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	return redisconntest.Ready(t, redisconn.Options{URL: srv.URL(), Timeout: redisurl.DefaultTimeout})
 }
 
 // downClient returns a client of a Redis that is not there: every call fails.

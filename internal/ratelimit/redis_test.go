@@ -10,39 +10,19 @@ import (
 	"time"
 
 	"github.com/extauthz/extauthz/internal/redisconn"
+	"github.com/extauthz/extauthz/internal/redisconn/redisconntest"
 )
 
-// newClient returns a ready redisconn client on url (its first PING answered: the client
-// connects in the background and refuses calls until then), closed when the test ends.
+// newClient returns a ready redisconn client on url (redisconntest.Ready: 5 s per call).
 // cache false turns client-side caching off, which the embedded store (miniredis) needs: it
-// refuses CLIENT TRACKING. Calls made without a deadline get 5 s rather than the sidecar's
-// 25 ms, so that a busy -race run does not fail a test about counting on a slow reply; the
-// tests about deadlines set their own.
+// refuses CLIENT TRACKING.
 func newClient(t testing.TB, url string, cache bool) *redisconn.Client {
 	t.Helper()
-	opts := redisconn.Options{URL: url, Timeout: 5 * time.Second}
+	opts := redisconn.Options{URL: url}
 	if !cache {
 		opts.CacheBytes = -1
 	}
-	rc, err := redisconn.New(opts, nil)
-	if err != nil {
-		t.Fatalf("redisconn.New: %v", err)
-	}
-	t.Cleanup(func() { _ = rc.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for {
-		pctx, pcancel := context.WithTimeout(ctx, time.Second)
-		err := rc.Ping(pctx)
-		pcancel()
-		if err == nil {
-			return rc
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("redis at %s not ready within 20s: %v", rc.Describe(), err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return redisconntest.Ready(t, opts)
 }
 
 // admin runs setup and inspection commands on a client of its own, around the one under

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -79,6 +80,11 @@ func TestReadyzNamesNoAddress(t *testing.T) {
 				if code != 503 || body != tc.want {
 					t.Fatalf("/readyz = %d %q, want 503 %q", code, body, tc.want)
 				}
+			}
+			// The gRPC health loop may have noted the change first and still be writing its
+			// line: wait for it, then make sure it is the only one.
+			for deadline := time.Now().Add(2 * time.Second); logs.FilterMessage("not ready").Len() == 0 && time.Now().Before(deadline); {
+				time.Sleep(5 * time.Millisecond)
 			}
 			notReady := logs.FilterMessage("not ready").All()
 			if len(notReady) != 1 {

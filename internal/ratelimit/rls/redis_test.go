@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/extauthz/extauthz/internal/redisconn"
+	"github.com/extauthz/extauthz/internal/redisconn/redisconntest"
 )
 
 // newClient returns a ready redisconn client on url (its first PING answered: the client
@@ -16,28 +17,11 @@ func newClient(t testing.TB, url string) *redisconn.Client {
 	return newClientWith(t, redisconn.Options{URL: url})
 }
 
-// newClientWith is newClient with every option.
+// newClientWith is newClient with every option (redisconntest.Ready; a zero Timeout is
+// 5 s there, so tests that rely on the sidecar's 25 ms set it).
 func newClientWith(t testing.TB, opts redisconn.Options) *redisconn.Client {
 	t.Helper()
-	rc, err := redisconn.New(opts, nil)
-	if err != nil {
-		t.Fatalf("redisconn.New: %v", err)
-	}
-	t.Cleanup(func() { _ = rc.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for {
-		pctx, pcancel := context.WithTimeout(ctx, time.Second)
-		err := rc.Ping(pctx)
-		pcancel()
-		if err == nil {
-			return rc
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("redis at %s not ready within 20s: %v", rc.Describe(), err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return redisconntest.Ready(t, opts)
 }
 
 // doer runs one command; *redisconn.Client is one, and so is each master ForEachMaster

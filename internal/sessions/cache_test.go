@@ -256,8 +256,8 @@ func TestCacheResult(t *testing.T) {
 		{true, redisconn.ErrNil, "negative_hit"},
 	}
 	for _, tt := range tests {
-		if got := cacheResult(tt.hit, tt.err); got != tt.want {
-			t.Errorf("cacheResult(%v, %v) = %q, want %q", tt.hit, tt.err, got, tt.want)
+		if got := redisconn.CacheResult(tt.hit, errors.Is(tt.err, redisconn.ErrNil), tt.err); got != tt.want {
+			t.Errorf("CacheResult(%v, %v) = %q, want %q", tt.hit, tt.err, got, tt.want)
 		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -177,24 +176,10 @@ func sidOf(t *testing.T, cookie string) string {
 // cookie value signed with secret.
 func writeSession(t *testing.T, r *redistest.Server, sid, secret string, fields map[string]any) string {
 	t.Helper()
-	obj := map[string]any{
-		"cookie": map[string]any{
-			"originalMaxAge": 3600000,
-			"expires":        time.Now().Add(time.Hour).UTC().Format("2006-01-02T15:04:05.000Z"),
-			"httpOnly":       true,
-			"path":           "/",
-		},
-	}
-	for k, v := range fields {
-		obj[k] = v
-	}
-	data, err := json.Marshal(obj)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := sessionJSON(t, fields)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if out, err := r.Do(ctx, "SET", "sess:"+sid, string(data), "EX", "3600"); err != nil || out != "+OK" {
+	if out, err := r.Do(ctx, "SET", "sess:"+sid, data, "EX", "3600"); err != nil || out != "+OK" {
 		t.Fatalf("write session %s: %q %v", sid, out, err)
 	}
 	return signCookie(sid, secret)

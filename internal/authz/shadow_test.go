@@ -100,7 +100,7 @@ func shadowEngine(t *testing.T, rc *redisconn.Client, yaml string, lim Limiter, 
 		lim = ratelimit.NewGuard(ratelimit.NewLimiter(rc), ratelimit.GuardOptions{Size: 1000, OnCacheHit: m.PolicyOverLimitCacheHits.Inc})
 	}
 	e, err := newEngine(t, cfg, Options{
-		Sessions: ss, Keys: ks, Limiter: lim, Timeout: 5 * time.Second, Headers: ratelimit.FormatDraft7,
+		Sessions: ss, Keys: ks, Limiter: lim, Timeout: time.Second, Headers: ratelimit.FormatDraft7,
 		Logger: log, Metrics: m, DecisionDenials: true,
 	})
 	if err != nil {

@@ -26,6 +26,8 @@ Usage:
   extauthz apikey list [--json] [--redis-url URL | --config FILE]
   extauthz apikey revoke ID [--redis-url URL | --config FILE]
   extauthz test [--config FILE] FILE...
+  extauthz explain --config FILE --method M --path P [--host H] [--header K:V ...]
+                   [--cookie C] [--client IP] [--policy NAME] [--json]
   extauthz version
 
 Run "extauthz serve --help" for the serve flags.
@@ -53,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runAPIKey(args[1:], stdout, stderr)
 	case "test":
 		return runPolicyTest(args[1:], stdout, stderr)
+	case "explain":
+		return runExplain(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

@@ -116,6 +116,9 @@ type testExpect struct {
 	headers map[string]string
 	order   []string
 	removed []string
+
+	// wouldDeny is the reason a shadow policy would deny with, "" for none.
+	wouldDeny *string
 }
 
 // runPolicyTest is "extauthz test": exit 0 when every case of every file passes, 1 when one
@@ -421,7 +424,11 @@ func describeDecision(d authz.Decision) string {
 	if d.Allow {
 		verdict = "allow"
 	}
-	return fmt.Sprintf("%s %d %s, policy %s, identity %s", verdict, d.Status, d.Reason, quoteOrNone(d.Policy), d.Kind)
+	s := fmt.Sprintf("%s %d %s, policy %s, identity %s", verdict, d.Status, d.Reason, quoteOrNone(d.Policy), d.Kind)
+	if d.WouldDeny != "" {
+		s += ", would deny " + d.WouldDeny
+	}
+	return s
 }
 
 func quoteOrNone(s string) string {
@@ -450,6 +457,9 @@ func compareDecision(e testExpect, d authz.Decision, keyID string) []string {
 	if e.reason != nil && d.Reason != *e.reason {
 		diffs = append(diffs, fmt.Sprintf("reason    want %q, got %q", *e.reason, d.Reason))
 	}
+	if e.wouldDeny != nil && d.WouldDeny != *e.wouldDeny {
+		diffs = append(diffs, fmt.Sprintf("would_deny want %s, got %s", reasonOrNone(*e.wouldDeny), reasonOrNone(d.WouldDeny)))
+	}
 	if e.policy != nil && d.Policy != *e.policy {
 		diffs = append(diffs, fmt.Sprintf("policy    want %s, got %s", quoteOrNone(*e.policy), quoteOrNone(d.Policy)))
 	}
@@ -474,6 +484,13 @@ func compareDecision(e testExpect, d authz.Decision, keyID string) []string {
 		}
 	}
 	return diffs
+}
+
+func reasonOrNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return strconv.Quote(s)
 }
 
 func listOrNone(s []string) string {
@@ -887,6 +904,14 @@ func (p *testParser) expect(n *yaml.Node, path string, e *testExpect) {
 		"reason": func(v *yaml.Node, path string) {
 			s := p.str(v, path)
 			e.reason = &s
+		},
+		// would_deny: REASON expects a shadow policy's would-be denial; none expects none.
+		"would_deny": func(v *yaml.Node, path string) {
+			s := p.str(v, path)
+			if s == "none" {
+				s = ""
+			}
+			e.wouldDeny = &s
 		},
 		"headers": func(v *yaml.Node, path string) { e.headers, e.order = p.headerMap(v, path) },
 		"removed": func(v *yaml.Node, path string) {

@@ -207,3 +207,53 @@ policies:
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
 	}
 }
+
+// expect.would_deny checks what a shadow policy would deny with; the run shows it in the
+// decision line of a failure.
+func TestPolicyTestWouldDeny(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "extauthz.yaml")
+	if err := os.WriteFile(cfg, []byte(`
+sessions: {secrets: [s], headers: {x-user-id: userId}, roles: role}
+policies:
+  - {name: admin, match: {path_prefix: /admin}, auth: session, roles: [admin], mode: shadow}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "t_test.yaml")
+	if err := os.WriteFile(path, []byte("config: "+cfg+`
+tests:
+  - name: anonymous is let through
+    request: {path: /admin/x, headers: {x-user-id: root}}
+    expect: {allow: true, reason: shadow, would_deny: unauthenticated, removed: [x-user-id]}
+  - name: a viewer is let through with its identity
+    request: {path: /admin/x, session: {userId: bob, role: viewer}}
+    expect: {allow: true, would_deny: forbidden_role, headers: {x-user-id: bob}}
+  - name: an admin is not a would-be denial
+    request: {path: /admin/x, session: {userId: alice, role: admin}}
+    expect: {allow: true, reason: ok, would_deny: none}
+  - name: a wrong expectation
+    request: {path: /admin/x}
+    expect: {allow: true, would_deny: forbidden_role}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	code := run([]string{"test", path}, &out, &errOut)
+	got := out.String()
+	if code != 1 {
+		t.Fatalf("exit %d\n%s\n%s", code, got, errOut.String())
+	}
+	for _, want := range []string{
+		"ok    anonymous is let through",
+		"ok    a viewer is let through with its identity",
+		"ok    an admin is not a would-be denial",
+		"FAIL  a wrong expectation",
+		`decision  allow 200 shadow, policy "admin", identity none, would deny unauthenticated`,
+		`would_deny want "forbidden_role", got "unauthenticated"`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+}

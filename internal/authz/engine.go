@@ -105,6 +105,13 @@ type Decision struct {
 	KeyHeader string
 	// ResponseHeaders go on the downstream response: RateLimit headers, Retry-After.
 	ResponseHeaders []ratelimit.Header
+
+	// WouldDeny is set when a policy in mode: shadow let the request through that enforcing it
+	// would have denied or failed: the bounded reason of that outcome (unauthenticated,
+	// forbidden_role, forbidden_scope, over_limit, backend_error, ...); Reason is then "shadow".
+	WouldDeny string
+	// shadow is what a shadow policy's decision keeps to let a denial through (shadow.go).
+	shadow shadowState
 }
 
 // Options configures an Engine.
@@ -167,6 +174,9 @@ func (e *Engine) Decide(ctx context.Context, r *Request) Decision {
 func (e *Engine) decideOn(ctx context.Context, st *policy.Set, r *Request) Decision {
 	start := time.Now()
 	d := e.decide(ctx, st, r)
+	if d.shadow.on {
+		d = shadowed(st, d)
+	}
 	e.record(d, time.Since(start))
 	return d
 }
@@ -186,6 +196,9 @@ func (e *Engine) record(d Decision, took time.Duration) {
 			policy = "_none"
 		}
 		m.Decisions.WithLabelValues(policy, result, d.Reason).Inc()
+		if d.WouldDeny != "" {
+			m.WouldDeny.WithLabelValues(policy, d.WouldDeny).Inc()
+		}
 		m.DecisionDuration.WithLabelValues(result).Observe(took.Seconds())
 	}
 	e.logDecision(d, took)
@@ -193,10 +206,11 @@ func (e *Engine) record(d Decision, took time.Duration) {
 
 // logDecision writes the decision log: every denial and error when DecisionDenials is set, a
 // DecisionSample share of the allowed decisions. It names the policy, the kind of principal,
-// the verdict and the latency, never a principal, key, cookie or address.
+// the verdict and the latency, never a principal, key, cookie or address. A request a shadow
+// policy would have denied is logged as a denial is: those lines are what a dry run is for.
 func (e *Engine) logDecision(d Decision, took time.Duration) {
 	switch {
-	case !d.Allow || d.Err != nil:
+	case !d.Allow || d.Err != nil || d.WouldDeny != "":
 		if !e.opts.DecisionDenials {
 			return
 		}
@@ -222,6 +236,12 @@ func (e *Engine) logDecision(d Decision, took time.Duration) {
 	}
 	if d.Err != nil {
 		fields = append(fields, zap.String("backend", d.ErrReason))
+	}
+	if d.WouldDeny != "" {
+		fields = append(fields, zap.Bool("would_deny", true), zap.String("would_deny_reason", d.WouldDeny))
+		if d.ErrReason != "" {
+			fields = append(fields, zap.String("backend", d.ErrReason))
+		}
 	}
 	e.log.Info("decision", fields...)
 }
@@ -256,6 +276,9 @@ func (e *Engine) decide(ctx context.Context, st *policy.Set, r *Request) Decisio
 		// the app must not receive.
 		id.keyHeader = e.presentedKey(st, r)
 	}
+	if p.Shadow {
+		d.shadow = shadowState{on: true, keyHeader: id.keyHeader}
+	}
 	var degraded []string
 	switch {
 	case err != nil && p.AuthOpen:
@@ -274,6 +297,9 @@ func (e *Engine) decide(ctx context.Context, st *policy.Set, r *Request) Decisio
 		return d
 	}
 	d.Kind, d.Principal, d.Tier = id.kind, id.principal, id.tier
+	if p.Shadow {
+		d.shadow.identified, d.shadow.headers, d.shadow.authDegraded = true, id.headers, len(degraded) > 0
+	}
 
 	if len(p.Roles) > 0 && !id.hasAnyRole(p.Roles) {
 		d.Status, d.Reason, d.Message = 403, "forbidden_role", denialMessage("forbidden_role")
@@ -303,6 +329,7 @@ func (e *Engine) decide(ctx context.Context, st *policy.Set, r *Request) Decisio
 				zap.String("policy", p.Name), zap.Bool("local_counts", hdrs != nil),
 				zap.String("reason", ratelimit.CallReason(ctx, err)), zap.Error(err))
 			degraded = append(degraded, "limits")
+			d.shadow.limitsDegraded = true
 		case err != nil:
 			d.Err, d.ErrReason, d.Reason = err, ratelimit.CallReason(ctx, err), "backend_error"
 			return d

@@ -28,6 +28,9 @@ const (
 	MetaAuth      = "auth"
 	MetaTier      = "tier"
 	MetaPolicy    = "policy"
+	// MetaWouldDeny carries, on a request a shadow policy let through, the reason enforcing
+	// it would have denied it, for Envoy's access log.
+	MetaWouldDeny = "would_deny"
 )
 
 // CheckServer is envoy.service.auth.v3.Authorization over an Engine.
@@ -164,6 +167,9 @@ func metadata(d Decision) *structpb.Struct {
 	}
 	if d.Tier != "" {
 		f[MetaTier] = structpb.NewStringValue(d.Tier)
+	}
+	if d.WouldDeny != "" {
+		f[MetaWouldDeny] = internedString(d.WouldDeny)
 	}
 	return &structpb.Struct{Fields: f}
 }

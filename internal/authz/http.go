@@ -28,6 +28,10 @@ const (
 	// KeyHeaderHeader names, on an allowed answer, the header an API key came in when the key
 	// must not reach the upstream (apikeys.keep_header false): nginx and Caddy strip it.
 	KeyHeaderHeader = "X-Extauthz-Key-Header"
+	// WouldDenyHeader carries, on an answer a shadow policy allowed, the reason enforcing it
+	// would have denied the request, for the proxy's access log (nginx:
+	// $upstream_http_x_extauthz_would_deny via auth_request_set).
+	WouldDenyHeader = "X-Extauthz-Would-Deny"
 	// envoyRemoveHeader tells Envoy's http_service which upstream request headers to strip:
 	// identity headers this decision does not set and the API key's header.
 	envoyRemoveHeader = "X-Envoy-Auth-Headers-To-Remove"
@@ -112,6 +116,9 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if d.KeyHeader != "" && mode != "envoy" {
 			out.Set(KeyHeaderHeader, d.KeyHeader)
+		}
+		if d.WouldDeny != "" {
+			out.Set(WouldDenyHeader, d.WouldDeny)
 		}
 		out.Set(StatusHeader, "200")
 		w.WriteHeader(http.StatusOK)

@@ -25,6 +25,7 @@ const (
 var (
 	authModes      = []string{"none", "session", "apikey", "any", "optional"}
 	failureModes   = []string{"closed", "open"}
+	policyModes    = []string{"enforce", "shadow"}
 	limitAlgos     = []string{"fixed", "sliding", "gcra"}
 	limitSubjects  = []string{"principal", "ip", "apikey", "header:NAME"}
 	defaultAPIKeys = []string{"x-api-key", "authorization"}
@@ -114,6 +115,9 @@ type Policy struct {
 	Tiers map[string][]Limit `yaml:"tiers"`
 	// Failure says what a Redis outage does.
 	Failure Failure `yaml:"failure"`
+	// Mode is enforce (the default) or shadow: a shadow policy decides and counts every request
+	// as enforce would, logs and counts what it would deny, and lets every request through.
+	Mode string `yaml:"mode"`
 }
 
 // Match selects requests; every part is optional and all that are set must fit.
@@ -192,6 +196,9 @@ func (c *Config) fillPolicyDefaults() {
 		}
 		if p.Failure.Limits == "" {
 			p.Failure.Limits = "open"
+		}
+		if p.Mode == "" {
+			p.Mode = "enforce"
 		}
 		fillLimits(p.Limits)
 		for _, ls := range p.Tiers {

@@ -137,6 +137,7 @@ func (k *checker) policies() {
 		}
 		k.oneOf(base+".failure.auth", p.Failure.Auth, failureModes)
 		k.oneOf(base+".failure.limits", p.Failure.Limits, failureModes)
+		k.oneOf(base+".mode", p.Mode, policyModes)
 	}
 }
 

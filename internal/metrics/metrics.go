@@ -33,6 +33,10 @@ type Metrics struct {
 	Decisions *prometheus.CounterVec
 	// DecisionDuration observes decision latency in seconds by result.
 	DecisionDuration *prometheus.HistogramVec
+	// WouldDeny counts requests a policy in mode: shadow let through that enforcing it would
+	// have denied or failed, by policy and reason (unauthenticated, forbidden_role,
+	// forbidden_scope, over_limit, over_credits, backend_error).
+	WouldDeny *prometheus.CounterVec
 	// RedisDuration observes Redis round trips in seconds by operation.
 	RedisDuration *prometheus.HistogramVec
 	// RedisPipeline observed how many decision commands each round trip of the hand-written
@@ -107,6 +111,10 @@ func New() *Metrics {
 			Help:    "Authorization decision latency by result.",
 			Buckets: latencyBuckets,
 		}, []string{"result"}),
+		WouldDeny: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "would_deny_total",
+			Help: "Requests let through by a policy in shadow mode that enforcing it would have denied, by policy and reason.",
+		}, []string{"policy", "reason"}),
 		RedisDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: Namespace, Subsystem: "redis", Name: "call_duration_seconds",
 			Help:    "Redis round trips by operation.",
@@ -182,7 +190,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.RLSRequests, m.RLSDescriptors, m.RLSDuration,
-		m.Decisions, m.DecisionDuration,
+		m.Decisions, m.DecisionDuration, m.WouldDeny,
 		m.RedisDuration, m.RedisErrors, m.RedisPipeline, m.RedisConnFailures, m.RedisInflightRejected,
 		m.PolicyOverLimitCacheHits, m.PolicyLimitFallback,
 		m.ConfigReloads, m.ConfigLastReload,

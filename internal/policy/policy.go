@@ -82,6 +82,9 @@ type Policy struct {
 	Tiers      map[string][]Limit
 	AuthOpen   bool // failure.auth == open
 	LimitsOpen bool // failure.limits == open
+	// Shadow is mode: shadow: the policy decides and counts as enforced, and every request it
+	// would deny is let through (internal/authz's shadow.go).
+	Shadow bool
 }
 
 // Limit is one compiled limit.
@@ -188,6 +191,7 @@ func compilePolicy(i int, p config.Policy) (*Policy, []error) {
 		Scopes:        p.Scopes,
 		AuthOpen:      p.Failure.Auth == "open",
 		LimitsOpen:    p.Failure.Limits == "open",
+		Shadow:        p.Mode == "shadow",
 	}
 	var errs []error
 	if p.Match.Host != "" {

@@ -1,0 +1,349 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/extauthz/extauthz/internal/apikeys"
+	"github.com/extauthz/extauthz/internal/authz"
+	"github.com/extauthz/extauthz/internal/config"
+	"github.com/extauthz/extauthz/internal/metrics"
+	"github.com/extauthz/extauthz/internal/ratelimit"
+	"github.com/extauthz/extauthz/internal/redisconn"
+	"github.com/extauthz/extauthz/internal/redistest"
+	"github.com/extauthz/extauthz/internal/sessions"
+)
+
+const explainConfig = `
+sessions:
+  secrets: [s3cret]
+  headers: {x-user-id: userId}
+  roles: role
+apikeys:
+  identity_headers: {x-key-id: id}
+policies:
+  - {name: health, match: {path_prefix: /healthz}, auth: none}
+  - name: api
+    match: {path_prefix: /api/, methods: [GET]}
+    auth: any
+    scopes: [read]
+    limits:
+      - {name: per-user, by: principal, requests: 5, window: 1m}
+      - {name: per-user-gcra, by: principal, requests: 10, window: 1m, algorithm: gcra}
+      - {name: per-client, by: ip, requests: 100, window: 1h, algorithm: sliding}
+      - {name: per-tenant, by: "header:x-tenant", requests: 100, window: 1h}
+  - name: admin
+    match: {path_prefix: /admin}
+    auth: session
+    roles: [admin]
+    limits: [{name: admin-user, requests: 3, window: 1m}]
+    mode: shadow
+`
+
+// explainFixture is a config file on a real redis-server with an API key and a session in it,
+// and an engine built from the same file as serve builds it, to count real requests.
+type explainFixture struct {
+	cfgPath string
+	srv     *redistest.Server
+	engine  *authz.Engine
+	// key is the API key (scope read); cookie the signed Cookie header of sid, bob's session.
+	key, keyID, cookie, sid string
+}
+
+func newExplainFixture(t *testing.T) *explainFixture {
+	t.Helper()
+	noRedisEnv(t)
+	srv := redistest.Start(t)
+	f := &explainFixture{srv: srv, cfgPath: filepath.Join(t.TempDir(), "extauthz.yaml"), sid: "bobs-session-id-0123456789"}
+	if err := os.WriteFile(f.cfgPath, []byte("redis: {url: "+srv.URL()+"}\n"+explainConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(f.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := redisconn.New(redisconn.Options{URL: srv.URL(), Timeout: 5 * time.Second, CacheBytes: -1}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rc.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := rc.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if f.engine, err = buildEngine(cfg, rc, ratelimit.FormatDraft7, zap.NewNop(), metrics.New()); err != nil {
+		t.Fatal(err)
+	}
+	ks, err := apikeys.New(rc, apikeys.Options{Prefix: cfg.APIKeys.Prefix, TokenPrefix: cfg.APIKeys.TokenPrefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec apikeys.Record
+	if f.key, rec, err = ks.Create(ctx, apikeys.CreateParams{Owner: "team-a", Scopes: []string{"read"}}); err != nil {
+		t.Fatal(err)
+	}
+	f.keyID = rec.ID
+	if _, err := srv.Do(ctx, "SET", "sess:"+f.sid, `{"cookie":{"originalMaxAge":null},"userId":"bob","role":"viewer"}`, "EX", "3600"); err != nil {
+		t.Fatal(err)
+	}
+	f.cookie = "connect.sid=" + url.QueryEscape(sessions.Sign(f.sid, "s3cret"))
+	return f
+}
+
+// decide counts one real request through the engine, as the server would.
+func (f *explainFixture) decide(t *testing.T, method, target string, headers map[string]string) authz.Decision {
+	t.Helper()
+	return f.engine.DecideRaw(context.Background(), authz.Raw{Method: method, Target: target, Host: "localhost",
+		Headers: headers, HeaderCount: len(headers), Peer: authz.PeerAddr(defaultExplainClient)})
+}
+
+// redisState is every key of the server with its value (or type) and whether it has a TTL:
+// what explain must leave as it found it.
+func (f *explainFixture) redisState(t *testing.T) map[string]string {
+	t.Helper()
+	keys, err := redistest.Command(t.Context(), f.srv.Addr(), "", "KEYS", "*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, k := range keys.([]any) {
+		key := k.(string)
+		typ, _ := redistest.Command(t.Context(), f.srv.Addr(), "", "TYPE", key)
+		v := typ.(string)
+		if v == "string" {
+			got, _ := redistest.Command(t.Context(), f.srv.Addr(), "", "GET", key)
+			v = got.(string)
+		}
+		ttl, _ := redistest.Command(t.Context(), f.srv.Addr(), "", "TTL", key)
+		if ttl.(int64) < 0 {
+			v += " (no ttl)"
+		}
+		out[key] = v
+	}
+	return out
+}
+
+// assertNoSecret fails when the output holds the key, the cookie or the session id.
+func (f *explainFixture) assertNoSecret(t *testing.T, out ...string) {
+	t.Helper()
+	for _, o := range out {
+		for _, s := range []string{f.key, f.key[len(f.key)-12:], f.cookie, f.sid, url.QueryEscape(sessions.Sign(f.sid, "s3cret")), "s3cret"} {
+			if strings.Contains(o, s) {
+				t.Fatalf("explain printed a secret (%.6s...):\n%s", s, o)
+			}
+		}
+	}
+}
+
+func TestExplainAPIKey(t *testing.T) {
+	f := newExplainFixture(t)
+	hdr := map[string]string{"x-api-key": f.key}
+	for range 2 {
+		if d := f.decide(t, "GET", "/api/items", hdr); !d.Allow {
+			t.Fatalf("real request denied: %+v", d)
+		}
+	}
+	before := f.redisState(t)
+	args := []string{"explain", "--config", f.cfgPath, "--method", "GET", "--path", "/api/items?page=2",
+		"--header", "X-Api-Key: " + f.key, "--header", "x-tenant: acme"}
+	code, out, errOut := runCLI(t, args...)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		"request    GET /api/items  host localhost  client 192.0.2.1",
+		"x-api-key: <redacted>",
+		"x-tenant: acme",
+		"skipped    health: path /api/items is not under /healthz",
+		"policy     api (mode enforce, auth any)",
+		"apikey.header: a candidate in x-api-key",
+		"apikey.format: well-formed",
+		"apikey.record: " + f.keyID + ": valid (owner team-a, scopes read)",
+		"identity: apikey " + f.keyID,
+		"scopes     required all of read; held read: ok",
+		"limit      per-user (fixed, 5 per 1m0s, by principal)",
+		"count 2, remaining 3, resets in",
+		"limit      per-user-gcra (gcra, 10 per 1m0s, burst 10, by principal)",
+		"remaining 8",
+		"limit      per-client (sliding, 100 per 1h0m0s, by ip)",
+		"limit      per-tenant (fixed, 100 per 1h0m0s, by header:x-tenant)",
+		"verdict    allow 200 ok",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	f.assertNoSecret(t, out, errOut)
+	// Twice, to be sure: explain counts nothing and touches no TTL.
+	if code, _, _ := runCLI(t, args...); code != 0 {
+		t.Fatalf("second run exit %d", code)
+	}
+	after := f.redisState(t)
+	if len(after) != len(before) {
+		t.Fatalf("explain changed the keys:\nbefore %v\nafter  %v", before, after)
+	}
+	for k, v := range before {
+		if after[k] != v {
+			t.Fatalf("explain changed %s: %q -> %q", k, v, after[k])
+		}
+	}
+	// The next real request is the third, as explain predicted.
+	if d := f.decide(t, "GET", "/api/items", hdr); !d.Allow {
+		t.Fatalf("third real request: %+v", d)
+	} else if v, _ := headerValue(d.ResponseHeaders, "RateLimit"); !strings.Contains(v, "remaining=2") {
+		t.Fatalf("third request RateLimit %q: explain counted", v)
+	}
+
+	// Over the limit: the verdict is 429 and the exit code 1.
+	for range 2 {
+		f.decide(t, "GET", "/api/items", hdr)
+	}
+	code, out, _ = runCLI(t, args...)
+	if code != 1 || !strings.Contains(out, "this request would be OVER") || !strings.Contains(out, "verdict    deny 429 over_limit") {
+		t.Fatalf("over the limit: exit %d\n%s", code, out)
+	}
+}
+
+func headerValue(hs []ratelimit.Header, name string) (string, bool) {
+	for _, h := range hs {
+		if strings.EqualFold(h.Name, name) {
+			return h.Value, true
+		}
+	}
+	return "", false
+}
+
+// A session on a shadow policy: every session step, the role that is missing, and the
+// verdict a shadow policy gives (allowed, exit 0, with what enforcing it would do).
+func TestExplainSessionOnShadowPolicy(t *testing.T) {
+	f := newExplainFixture(t)
+	before := f.redisState(t)
+	code, out, errOut := runCLI(t, "explain", "--config", f.cfgPath, "--path", "/admin/users", "--cookie", "theme=dark; "+f.cookie,
+		"--header", "x-user-id: root")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		"cookie: <redacted>",
+		"x-user-id: root",
+		"policy     admin (mode shadow, auth session)",
+		"session.cookie: connect.sid present",
+		"session.lookup: valid: subject bob, roles viewer",
+		"identity: session bob",
+		"roles      required one of admin; held viewer: MISSING",
+		"limit      admin-user (fixed, 3 per 1m0s, by principal)",
+		"key rl:{admin:admin-user:session%3Abob}",
+		"the decision ends before the limits are checked",
+		"verdict    allow 200 shadow (shadow: enforcing the policy would deny: forbidden_role)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	f.assertNoSecret(t, out, errOut)
+	// A forged cookie: the signature step says so, and nothing else is read.
+	forged := "connect.sid=" + url.QueryEscape(sessions.Sign(f.sid, "guess"))
+	_, out, _ = runCLI(t, "explain", "--config", f.cfgPath, "--path", "/admin/users", "--cookie", forged)
+	if !strings.Contains(out, "session.lookup: no session: bad cookie signature") || !strings.Contains(out, "would deny: unauthenticated") {
+		t.Fatalf("forged cookie:\n%s", out)
+	}
+	if strings.Contains(out, url.QueryEscape(sessions.Sign(f.sid, "guess"))) || strings.Contains(out, f.sid) {
+		t.Fatalf("forged cookie printed:\n%s", out)
+	}
+	after := f.redisState(t)
+	for k, v := range before {
+		if after[k] != v {
+			t.Fatalf("explain changed %s: %q -> %q", k, v, after[k])
+		}
+	}
+}
+
+// --json prints one object of a fixed shape.
+func TestExplainJSON(t *testing.T) {
+	f := newExplainFixture(t)
+	f.decide(t, "GET", "/api/x", map[string]string{"authorization": "Bearer " + f.key})
+	code, out, errOut := runCLI(t, "explain", "--config", f.cfgPath, "--path", "/api/x", "--header", "Authorization: Bearer "+f.key, "--json")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+	}
+	f.assertNoSecret(t, out, errOut)
+	var got map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	var keys []string
+	for k := range got {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	if want := []string{"considered", "headers", "identity", "limits", "policy", "principal", "request", "requirements", "verdict"}; !slices.Equal(keys, want) {
+		t.Fatalf("top-level keys %v, want %v", keys, want)
+	}
+	var x struct {
+		Headers map[string]string `json:"headers"`
+		authz.Explanation
+	}
+	if err := json.Unmarshal([]byte(out), &x); err != nil {
+		t.Fatal(err)
+	}
+	if x.Headers["authorization"] != "<redacted>" || x.Policy == nil || x.Policy.Name != "api" || x.Principal.Kind != "apikey" ||
+		x.Principal.Principal != f.keyID || !x.Verdict.Allow || x.Verdict.Status != 200 || len(x.Limits) != 4 {
+		t.Fatalf("explanation %+v", x)
+	}
+	l := x.Limits[0]
+	if l.Name != "per-user" || l.Count != 1 || l.Remaining != 4 || !l.Allowed || l.ResetMS <= 0 || !strings.Contains(l.Key, "apikey") {
+		t.Fatalf("limit %+v", l)
+	}
+	if s := x.Limits[2]; s.Algorithm != "sliding" || len(s.Keys) != 2 || s.Count != 1 {
+		t.Fatalf("sliding limit %+v", s)
+	}
+	if h := x.Limits[3]; h.Skipped == "" || h.Key != "" {
+		t.Fatalf("header limit without the header %+v", h)
+	}
+}
+
+// What matches nothing, what is refused, and what is not a command line.
+func TestExplainEdges(t *testing.T) {
+	f := newExplainFixture(t)
+	code, out, _ := runCLI(t, "explain", "--config", f.cfgPath, "--path", "/nowhere")
+	if code != 1 || !strings.Contains(out, "no policy matches") || !strings.Contains(out, "skipped    admin: path /nowhere is not under /admin") ||
+		!strings.Contains(out, "verdict    deny 403 no_policy") {
+		t.Fatalf("no policy: exit %d\n%s", code, out)
+	}
+	code, out, _ = runCLI(t, "explain", "--config", f.cfgPath, "--path", "/healthz/../admin")
+	if code != 1 || !strings.Contains(out, "refused") || !strings.Contains(out, "deny 400 bad_request") {
+		t.Fatalf("dot segments: exit %d\n%s", code, out)
+	}
+	code, out, _ = runCLI(t, "explain", "--config", f.cfgPath, "--method", "POST", "--path", "/api/x")
+	if code != 1 || !strings.Contains(out, "method POST is not one of GET, HEAD") {
+		t.Fatalf("method: exit %d\n%s", code, out)
+	}
+	code, out, _ = runCLI(t, "explain", "--config", f.cfgPath, "--path", "/x", "--policy", "health")
+	if code != 0 || !strings.Contains(out, "named by the proxy's configuration") {
+		t.Fatalf("named policy: exit %d\n%s", code, out)
+	}
+	for _, args := range [][]string{
+		{"explain", "--path", "/x"},
+		{"explain", "--config", f.cfgPath},
+		{"explain", "--config", f.cfgPath, "--path", "/x", "--header", "no-colon-here"},
+		{"explain", "--config", f.cfgPath, "--path", "/x", "--client", "not-an-ip"},
+		{"explain", "--config", filepath.Join(t.TempDir(), "missing.yaml"), "--path", "/x"},
+	} {
+		if code, _, errOut := runCLI(t, args...); code != 2 || errOut == "" {
+			t.Errorf("%v: exit %d, stderr %q", args, code, errOut)
+		}
+	}
+	// A malformed --header argument is not echoed whole: it may be a secret.
+	_, _, errOut := runCLI(t, "explain", "--config", f.cfgPath, "--path", "/x", "--header", f.key)
+	f.assertNoSecret(t, errOut)
+}

@@ -294,7 +294,7 @@ func runAPIKeyList(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "extauthz apikey list: %v\n", err)
 			return 1
 		}
-		bals, err := balances(ctx, st, recs)
+		bals, err := st.Balances(ctx, recs)
 		if err != nil {
 			fmt.Fprintf(stderr, "extauthz apikey list: %v\n", err)
 			return 1

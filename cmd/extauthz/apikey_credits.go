@@ -69,43 +69,6 @@ type creditsEntry struct {
 	NextRefill  *string `json:"next_refill"`
 }
 
-// balances reads the balance of every record with credits, concurrently (the client
-// pipelines them); a missing balance is left out of the map.
-func balances(ctx context.Context, st *apikeys.Store, recs []apikeys.Record) (map[string]ratelimit.Balance, error) {
-	out := make(map[string]ratelimit.Balance)
-	type result struct {
-		id  string
-		b   ratelimit.Balance
-		err error
-	}
-	ch := make(chan result)
-	n := 0
-	for _, r := range recs {
-		if !r.Credits.Enabled {
-			continue
-		}
-		n++
-		go func() {
-			b, err := st.Balance(ctx, r)
-			ch <- result{r.ID, b, err}
-		}()
-	}
-	var first error
-	for range n {
-		res := <-ch
-		switch {
-		case errors.Is(res.err, ratelimit.ErrNoBalance):
-		case res.err != nil:
-			if first == nil {
-				first = res.err
-			}
-		default:
-			out[res.id] = res.b
-		}
-	}
-	return out, first
-}
-
 // creditsJSON is rec's credits object, nil for a key without credits.
 func creditsJSON(rec apikeys.Record, b ratelimit.Balance, ok bool, now time.Time) *creditsEntry {
 	c := rec.Credits

@@ -255,6 +255,16 @@ func runContract(t *testing.T, rdb *redisconn.Client, opts Options) {
 				t.Errorf("List shows %+v, want revoked with credits %+v", r, want)
 			}
 		}
+		bals, err := s.Balances(ctx, listed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, ok := bals[rec.ID]; !ok || b.Remaining != 3 {
+			t.Errorf("Balances[%s] = %+v, %v; want 3", rec.ID, b, ok)
+		}
+		if _, ok := bals[plain.ID]; ok {
+			t.Errorf("Balances has a key without credits")
+		}
 	})
 
 	t.Run("bad credits", func(t *testing.T) {

@@ -143,6 +143,38 @@ func (s *Store) Balance(ctx context.Context, rec Record) (ratelimit.Balance, err
 	return b, nil
 }
 
+// Balances reads the balance of every record in recs that has credits, as Balance does, at
+// most listConcurrency at a time (the client pipelines them), and returns them by id. A
+// record whose balance is missing is left out; any other failure is an error.
+func (s *Store) Balances(ctx context.Context, recs []Record) (map[string]ratelimit.Balance, error) {
+	got := make([]ratelimit.Balance, len(recs))
+	have := make([]bool, len(recs))
+	err := forEach(ctx, len(recs), func(ctx context.Context, i int) error {
+		if !recs[i].Credits.Enabled {
+			return nil
+		}
+		b, err := s.Balance(ctx, recs[i])
+		switch {
+		case errors.Is(err, ratelimit.ErrNoBalance):
+			return nil
+		case err != nil:
+			return err
+		}
+		got[i], have[i] = b, true
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]ratelimit.Balance)
+	for i, ok := range have {
+		if ok {
+			out[recs[i].ID] = got[i]
+		}
+	}
+	return out, nil
+}
+
 // SetCredits sets the balance of the key with id to n, as its refill for the current period.
 // It returns the record and the new balance.
 func (s *Store) SetCredits(ctx context.Context, id string, n int64) (Record, ratelimit.Balance, error) {

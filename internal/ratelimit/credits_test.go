@@ -71,11 +71,19 @@ func TestCreditsPeriodLuaMatchesGo(t *testing.T) {
 	}
 }
 
-// The script's semantics on a real redis-server: spending, zero, refill when the period
+// The script's semantics on a real redis-server and on the embedded store: spending, zero, refill when the period
 // advances, no refill from an older clock, a missing balance, a balance above its quota.
 func TestLimiterCredits(t *testing.T) {
 	t.Parallel()
-	b := startLimiterRedis(t)
+	for _, be := range limiterBackends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			testLimiterCredits(t, be.start(t))
+		})
+	}
+}
+
+func testLimiterCredits(t *testing.T, b *limiterBackend) {
 	l := NewLimiter(b.rdb)
 	ctx := t.Context()
 
@@ -120,6 +128,34 @@ func TestLimiterCredits(t *testing.T) {
 		b.admin.do(t, "HSET", []string{key}, "remaining", "7", "period", strconv.FormatInt(cur-3, 10))
 		if d := allowOne(t, l, Request{Key: key, Limit: lim, Cost: 1}); d.Remaining != 4 {
 			t.Errorf("a refill after three periods: remaining %d, want 4 (set to 5, not added)", d.Remaining)
+		}
+	})
+
+	// On the embedded store's clock, which the test moves: a balance spent to zero is
+	// refilled the first instant of the next UTC day or month, and not a second before.
+	t.Run("refill at the boundary on the server's clock", func(t *testing.T) {
+		if !b.exact {
+			t.Skip("a real server's clock cannot be moved")
+		}
+		for _, r := range []Refill{RefillDaily, RefillMonthly} {
+			key := "cr:{boundary" + r.String() + "}"
+			lim := creditLimit(2, r)
+			if _, err := SetCredits(ctx, b.rdb, key, 0, lim); err != nil {
+				t.Fatal(err)
+			}
+			now := b.admin.serverNow(t)
+			b.sleep(NextRefill(r, now).Sub(now) - time.Second)
+			if d := allowOne(t, l, Request{Key: key, Limit: lim, Cost: 1}); d.Allowed || d.RetryAfter != time.Second {
+				t.Fatalf("%v: a second before the boundary: %+v, want denied, retry after 1s", r, d)
+			}
+			b.sleep(time.Second)
+			d := allowOne(t, l, Request{Key: key, Limit: lim, Cost: 1})
+			if !d.Allowed || d.Remaining != 1 {
+				t.Fatalf("%v: at the boundary: %+v, want refilled to 2 and 1 left", r, d)
+			}
+			if want := RefillLength(r, b.admin.serverNow(t)); d.Reset != want {
+				t.Errorf("%v: reset %v, want the whole period %v", r, d.Reset, want)
+			}
 		}
 	})
 
@@ -326,11 +362,19 @@ func TestLimiterUndoScriptCredits(t *testing.T) {
 	}
 }
 
-// The operator's operations: set, add (also negative, never below 0), init (never over an
+// The operator's operations, on a real redis-server and on the embedded store: set, add (also negative, never below 0), init (never over an
 // existing balance), and a read that applies a due refill without storing it.
 func TestCreditsAdmin(t *testing.T) {
 	t.Parallel()
-	b := startLimiterRedis(t)
+	for _, be := range limiterBackends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			testCreditsAdmin(t, be.start(t))
+		})
+	}
+}
+
+func testCreditsAdmin(t *testing.T, b *limiterBackend) {
 	ctx := t.Context()
 	key := "cr:{admin}"
 	lim := creditLimit(100, RefillMonthly)

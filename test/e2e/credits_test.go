@@ -26,8 +26,9 @@ import (
 // is a 429 (ResourceExhausted) and none fails. The policy also has a rate limit, decided in
 // the same script: it counts only the allowed requests, so the RateLimit header of a request
 // denied for credits shows exactly creditsN spent. Then the CLI reads the balance (0) and
-// adds credits, which the very next request may spend. It runs on a single redis-server and
-// on a Redis Cluster, where the balance and the limit sit in different slots.
+// adds credits, which the very next request may spend. It runs on a single redis-server, on a
+// Sentinel-managed one, and on a Redis Cluster, where the balance and the limit sit in
+// different slots.
 const (
 	creditsN       = 500
 	creditsCallers = 64
@@ -42,6 +43,7 @@ func TestCreditsExactAcrossSidecars(t *testing.T) {
 		url  func(t *testing.T) string
 	}{
 		{"redis", func(t *testing.T) string { return redistest.Start(t).URL() }},
+		{"sentinel", func(t *testing.T) string { return redistest.StartSentinel(t).URL(0) }},
 		{"cluster", func(t *testing.T) string { return redistest.StartCluster(t).URL() }},
 	}
 	for _, topo := range topologies {

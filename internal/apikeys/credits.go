@@ -89,7 +89,7 @@ func (p *CreditParams) validate() error {
 	return errors.Join(errs...)
 }
 
-// fields are the record fields of p.
+// record is the Credits a record of a key created with p holds.
 func (p *CreditParams) record() Credits {
 	return Credits{Enabled: true, Initial: p.Initial, Refill: p.Refill, Every: p.Every}
 }

@@ -22,14 +22,19 @@ import (
 
 const apikeyUsage = `Usage:
   extauthz apikey create --owner OWNER [--tier T] [--scopes a,b] [--expires DURATION] [--name N]
+                         [--credits N [--refill N --refill-every 1d|1mo]]
                          [--redis-url URL | --config FILE]
   extauthz apikey list [--json] [--redis-url URL | --config FILE]
   extauthz apikey revoke ID [--redis-url URL | --config FILE]
+  extauthz apikey credits ID [--set N | --add N] [--redis-url URL | --config FILE]
 
 Redis comes from --redis-url, else the config file's redis section (which EXTAUTHZ_REDIS_URL
 overrides, as for serve), else EXTAUTHZ_REDIS_URL. The key prefixes come from the config
 file's apikeys section, or the defaults. --expires takes a Go duration (12h, 90m) or whole
-days (90d); without it the key never expires.
+days (90d); without it the key never expires. --credits meters the key: every request it makes
+spends a credit, and at zero it is denied (apikeys.credits_status); --refill sets the balance
+back to N every UTC day (1d) or on the 1st of every month (1mo). "credits ID" prints the
+balance, or sets it (--set) or adds to it (--add, negative takes away).
 `
 
 const (
@@ -63,6 +68,8 @@ func runAPIKey(args []string, stdout, stderr io.Writer) int {
 		return runAPIKeyList(args[1:], stdout, stderr)
 	case "revoke":
 		return runAPIKeyRevoke(args[1:], stdout, stderr)
+	case "credits":
+		return runAPIKeyCredits(args[1:], stdout, stderr)
 	case "help", "--help", "-help", "-h":
 		fmt.Fprint(stdout, apikeyUsage)
 		return 0
@@ -183,6 +190,7 @@ func runAPIKeyCreate(args []string, stdout, stderr io.Writer) int {
 	tier := fs.String("tier", "", "rate limit tier; empty means the policy's default limits")
 	scopes := fs.String("scopes", "", "comma-separated scopes, e.g. invoices:read,invoices:write")
 	expires := fs.String("expires", "", "lifetime: a Go duration (12h) or whole days (90d); default never")
+	cf := addCreditFlags(fs)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return parseFailed(err)
@@ -196,11 +204,15 @@ func runAPIKeyCreate(args []string, stdout, stderr io.Writer) int {
 	case *expires != "":
 		ttl, err = parseExpiry(*expires)
 	}
+	var credits *apikeys.CreditParams
+	if err == nil {
+		credits, err = cf.params()
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "extauthz apikey create: %v\n\n%s", err, apikeyUsage)
 		return 2
 	}
-	p := apikeys.CreateParams{Name: *name, Owner: *owner, Tier: *tier, Scopes: splitScopes(*scopes), TTL: ttl}
+	p := apikeys.CreateParams{Name: *name, Owner: *owner, Tier: *tier, Scopes: splitScopes(*scopes), TTL: ttl, Credits: credits}
 	return withStore("create", rf, stderr, func(ctx context.Context, st *apikeys.Store) int {
 		key, rec, err := st.Create(ctx, p)
 		if err != nil {
@@ -211,6 +223,9 @@ func runAPIKeyCreate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, key)
 		fmt.Fprintf(stdout, "created api key %s for owner %q, tier %s, scopes %s, expires %s\n",
 			rec.ID, rec.Owner, orDash(rec.Tier, "(default)"), orDash(strings.Join(rec.Scopes, ","), "(none)"), expiryText(rec.Expires))
+		if c := rec.Credits; c.Enabled {
+			fmt.Fprintf(stdout, "credits %d, %s\n", c.Initial, refillText(c))
+		}
 		fmt.Fprintln(stdout, "store the key now: it is not shown again, and extauthz keeps only its SHA-256")
 		return 0
 	})
@@ -258,6 +273,8 @@ type listEntry struct {
 	Created string   `json:"created"`
 	Expires *string  `json:"expires"`
 	State   string   `json:"state"`
+	// Credits is null for a key without credits.
+	Credits *creditsEntry `json:"credits"`
 }
 
 func runAPIKeyList(args []string, stdout, stderr io.Writer) int {
@@ -277,6 +294,11 @@ func runAPIKeyList(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "extauthz apikey list: %v\n", err)
 			return 1
 		}
+		bals, err := st.Balances(ctx, recs)
+		if err != nil {
+			fmt.Fprintf(stderr, "extauthz apikey list: %v\n", err)
+			return 1
+		}
 		now := time.Now()
 		if *asJSON {
 			enc := json.NewEncoder(stdout)
@@ -286,6 +308,8 @@ func runAPIKeyList(args []string, stdout, stderr io.Writer) int {
 					ID: r.ID, Name: r.Name, Owner: r.Owner, Tier: r.Tier, Scopes: r.Scopes,
 					Created: r.Created.UTC().Format(time.RFC3339), State: r.State(now),
 				}
+				b, ok := bals[r.ID]
+				e.Credits = creditsJSON(r, b, ok, now)
 				if e.Scopes == nil {
 					e.Scopes = []string{}
 				}
@@ -301,10 +325,11 @@ func runAPIKeyList(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tOWNER\tTIER\tSCOPES\tEXPIRES\tSTATE")
+		fmt.Fprintln(tw, "ID\tNAME\tOWNER\tTIER\tSCOPES\tEXPIRES\tSTATE\tCREDITS")
 		for _, r := range recs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, orDash(r.Name, "-"), orDash(r.Owner, "-"),
-				orDash(r.Tier, "-"), orDash(strings.Join(r.Scopes, ","), "-"), expiryText(r.Expires), r.State(now))
+			b, ok := bals[r.ID]
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, orDash(r.Name, "-"), orDash(r.Owner, "-"),
+				orDash(r.Tier, "-"), orDash(strings.Join(r.Scopes, ","), "-"), expiryText(r.Expires), r.State(now), creditsCell(r, b, ok))
 		}
 		if err := tw.Flush(); err != nil {
 			fmt.Fprintf(stderr, "extauthz apikey list: %v\n", err)

@@ -22,9 +22,11 @@ Usage:
   extauthz config nginx|caddy|traefik --config FILE [--listen ADDR] [--upstream ADDR]
                   [--extauthz ADDR] [--policy NAME] [--admin ADDR] [--bind HOST]
   extauthz apikey create --owner OWNER [--tier T] [--scopes a,b] [--expires DURATION] [--name N]
+                         [--credits N [--refill N --refill-every 1d|1mo]]
                          [--redis-url URL | --config FILE]
   extauthz apikey list [--json] [--redis-url URL | --config FILE]
   extauthz apikey revoke ID [--redis-url URL | --config FILE]
+  extauthz apikey credits ID [--set N | --add N] [--redis-url URL | --config FILE]
   extauthz test [--config FILE] FILE...
   extauthz explain --config FILE --method M --path P [--host H] [--header K:V ...]
                    [--cookie C] [--client IP] [--policy NAME] [--json]

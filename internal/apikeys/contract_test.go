@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/extauthz/extauthz/internal/ratelimit"
 	"github.com/extauthz/extauthz/internal/redisconn"
 )
 
@@ -200,6 +201,77 @@ func runContract(t *testing.T, rdb *redisconn.Client, opts Options) {
 			}
 			if !found {
 				t.Errorf("List lacks %+v", rec)
+			}
+		}
+	})
+
+	t.Run("credits", func(t *testing.T) {
+		key, rec := create(t, CreateParams{Owner: "metered", Credits: &CreditParams{Initial: 500, Refill: 100, Every: "1d"}})
+		want := Credits{Enabled: true, Initial: 500, Refill: 100, Every: "1d", Key: s.prefix + "credits:" + rec.ID}
+		if rec.Credits != want {
+			t.Errorf("Create credits = %+v, want %+v", rec.Credits, want)
+		}
+		got, err := s.Lookup(ctx, key)
+		if err != nil || got.Credits != want {
+			t.Fatalf("Lookup credits = %+v, %v; want %+v", got.Credits, err, want)
+		}
+		if l := got.Credits.Limit(); l.Requests != 100 || l.Refill != ratelimit.RefillDaily || l.Algorithm != ratelimit.AlgorithmCredits {
+			t.Errorf("Limit() = %+v, want 100 refilled daily", l)
+		}
+		b, err := s.Balance(ctx, got)
+		if err != nil || b.Remaining != 500 || b.NextRefill <= 0 || b.NextRefill > 24*time.Hour {
+			t.Fatalf("Balance = %+v, %v; want 500, refill within a day", b, err)
+		}
+		if _, b, err = s.AddCredits(ctx, rec.ID, 7); err != nil || b.Remaining != 507 {
+			t.Fatalf("AddCredits = %+v, %v; want 507", b, err)
+		}
+		if _, b, err = s.SetCredits(ctx, rec.ID, 3); err != nil || b.Remaining != 3 {
+			t.Fatalf("SetCredits = %+v, %v; want 3", b, err)
+		}
+		// A key without credits has none of the fields and no balance.
+		_, plain := create(t, CreateParams{Owner: "unmetered"})
+		if plain.Credits != (Credits{}) {
+			t.Errorf("a key without credits: %+v", plain.Credits)
+		}
+		if _, _, err := s.SetCredits(ctx, plain.ID, 1); !errors.Is(err, ErrNoCredits) {
+			t.Errorf("SetCredits on a key without credits: %v, want ErrNoCredits", err)
+		}
+		if _, _, err := s.AddCredits(ctx, "k_AAAAAAAAAAAA", 1); !errors.Is(err, ErrNotFound) {
+			t.Errorf("AddCredits on an unknown id: %v, want ErrNotFound", err)
+		}
+		if dump := dumpRedis(t, rdb); strings.Contains(dump, "credits:"+plain.ID) {
+			t.Errorf("a key without credits has a balance")
+		}
+		// Revoke leaves the balance, so that List still shows what was left.
+		if err := s.Revoke(ctx, rec.ID); err != nil {
+			t.Fatal(err)
+		}
+		listed, err := s.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range listed {
+			if r.ID == rec.ID && (r.Credits != want || !r.Disabled) {
+				t.Errorf("List shows %+v, want revoked with credits %+v", r, want)
+			}
+		}
+		bals, err := s.Balances(ctx, listed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, ok := bals[rec.ID]; !ok || b.Remaining != 3 {
+			t.Errorf("Balances[%s] = %+v, %v; want 3", rec.ID, b, ok)
+		}
+		if _, ok := bals[plain.ID]; ok {
+			t.Errorf("Balances has a key without credits")
+		}
+	})
+
+	t.Run("bad credits", func(t *testing.T) {
+		for _, p := range []CreditParams{{Initial: -1}, {Initial: 1, Refill: 5}, {Initial: 1, Every: "1d"},
+			{Initial: 1, Refill: 5, Every: "1w"}, {Initial: 1 << 52}} {
+			if _, _, err := s.Create(ctx, CreateParams{Owner: "o", Credits: &p}); err == nil {
+				t.Errorf("Create with credits %+v succeeded", p)
 			}
 		}
 	})

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/extauthz/extauthz/internal/ratelimit"
 	"github.com/extauthz/extauthz/internal/redisconn"
 )
 
@@ -24,6 +25,9 @@ type CreateParams struct {
 	// TTL is how long the key works; 0 means it never expires. The expiry is rounded up to
 	// the next whole second.
 	TTL time.Duration
+	// Credits, when set, gives the key a balance of credits that every request it makes
+	// spends; nil means a key without credits, as before credits existed.
+	Credits *CreditParams
 }
 
 func (p CreateParams) validate() error {
@@ -38,6 +42,9 @@ func (p CreateParams) validate() error {
 	}
 	if p.TTL < 0 {
 		errs = append(errs, fmt.Errorf("ttl %s is negative", p.TTL))
+	}
+	if err := p.Credits.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("apikeys: create: %w", err)
@@ -76,6 +83,9 @@ func (s *Store) Create(ctx context.Context, p CreateParams) (string, Record, err
 	if p.TTL > 0 {
 		rec.Expires = ceilSecond(now.Add(p.TTL))
 	}
+	if p.Credits != nil {
+		rec.Credits = p.Credits.record()
+	}
 	write := s.writeInOrder
 	if s.sharedSlot {
 		write = s.writeMulti
@@ -86,6 +96,9 @@ func (s *Store) Create(ctx context.Context, p CreateParams) (string, Record, err
 			return "", Record{}, err
 		}
 		rec.ID = idPrefix + id
+		if rec.Credits.Enabled {
+			rec.Credits.Key = s.creditsKey(rec.ID)
+		}
 		ok, err := write(ctx, h, rec)
 		if err != nil {
 			return "", Record{}, fmt.Errorf("apikeys: create: %w", err)
@@ -108,6 +121,13 @@ func (s *Store) writeInOrder(ctx context.Context, h string, rec Record) (bool, e
 	if _, err := s.rdb.Do(ctx, "SADD", []string{s.indexKey()}, rec.ID); err != nil {
 		return false, err
 	}
+	// The balance before the record, so that the key never works without one. The id is
+	// this Create's now, so the balance is its own to set.
+	if c := rec.Credits; c.Enabled {
+		if _, err := ratelimit.SetCredits(ctx, s.rdb, c.Key, c.Initial, c.Limit()); err != nil {
+			return false, err
+		}
+	}
 	if _, err := s.rdb.Do(ctx, "HSET", []string{s.recordKey(h)}, rec.fields()...); err != nil {
 		return false, err
 	}
@@ -119,6 +139,18 @@ func (s *Store) writeInOrder(ctx context.Context, h string, rec Record) (bool, e
 // key nobody has seen) is deleted again; the SADD changed nothing, the id being in the index
 // already. It reports false in that case.
 func (s *Store) writeMulti(ctx context.Context, h string, rec Record) (bool, error) {
+	// The balance goes first, outside the MULTI (a script's EVAL cannot be queued as a
+	// plain command there), and only where none exists: until the MULTI has claimed the id,
+	// a balance under it may belong to another key. One this call made for an id that
+	// turns out to be taken is deleted with the record.
+	made := false
+	if c := rec.Credits; c.Enabled {
+		b, err := ratelimit.InitCredits(ctx, s.rdb, c.Key, c.Initial, c.Limit())
+		if err != nil {
+			return false, err
+		}
+		made = b.Written
+	}
 	replies, err := s.rdb.Tx(ctx, []redisconn.Cmd{
 		{Name: "SET", Keys: []string{s.idKey(rec.ID)}, Args: []string{h, "NX"}},
 		{Name: "SADD", Keys: []string{s.indexKey()}, Args: []string{rec.ID}},
@@ -144,6 +176,11 @@ func (s *Store) writeMulti(ctx context.Context, h string, rec Record) (bool, err
 	}
 	if _, err := s.rdb.Do(ctx, "DEL", []string{s.recordKey(h)}); err != nil {
 		return false, fmt.Errorf("remove the record of an id collision: %w", err)
+	}
+	if made {
+		if _, err := s.rdb.Do(ctx, "DEL", []string{rec.Credits.Key}); err != nil {
+			return false, fmt.Errorf("remove the balance of an id collision: %w", err)
+		}
 	}
 	return false, nil
 }

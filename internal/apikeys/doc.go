@@ -25,11 +25,17 @@
 //     expires (unix seconds, 0 = never), disabled ("0" or "1")}. Lookup is one HGETALL on it.
 //   - P+"id:"+id: a string holding H, so that a key can be revoked by its id.
 //   - P+"index": a set of every id, for List.
+//   - P+"credits:"+id, only for a key created with credits: a hash {remaining, period}, the
+//     live balance and the refill period it belongs to (ratelimit.AlgorithmCredits). The
+//     record then also holds credits (the initial balance), refill (the refill amount, 0 for
+//     none) and refill_every ("1d", "1mo" or ""). The balance is a key of its own because
+//     every request changes it: in the record it would invalidate every sidecar's cached copy
+//     on every request. A record without those fields is a key without credits.
 //
 // Ids are "k_" plus 12 random base62 characters. Neither the raw key nor anything from which it
 // could be derived is stored; H is safe to store and log because the body has ~190 bits.
 //
-// On Redis Cluster the three keys hash to different slots unless P holds a {hash tag}. With the
+// On Redis Cluster the keys hash to different slots unless P holds a {hash tag}. With the
 // default prefix every record sits in its own slot, so lookups spread over the shards, and
 // Create writes the keys one after another in an order that is safe to interrupt (see Create).
 // With a tagged prefix such as "{apikey}:" all keys share one slot, Create writes them in one

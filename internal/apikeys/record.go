@@ -45,6 +45,8 @@ type Record struct {
 	Expires time.Time
 	// Disabled is set by Revoke and never cleared.
 	Disabled bool
+	// Credits is the key's credit quota; Credits.Enabled is false for a key without one.
+	Credits Credits
 }
 
 // State says whether the key works at now: "revoked" once disabled (whatever its expiry),
@@ -70,7 +72,7 @@ func (r Record) fields() []string {
 	if r.Disabled {
 		disabled = "1"
 	}
-	return []string{
+	return r.Credits.appendFields([]string{
 		fieldID, r.ID,
 		fieldName, r.Name,
 		fieldOwner, r.Owner,
@@ -79,7 +81,7 @@ func (r Record) fields() []string {
 		fieldCreated, strconv.FormatInt(r.Created.Unix(), 10),
 		fieldExpires, strconv.FormatInt(expires, 10),
 		fieldDisabled, disabled,
-	}
+	})
 }
 
 // parseRecord decodes an HGETALL reply. A reply that lacks the id or holds numbers that do not
@@ -116,6 +118,9 @@ func parseRecord(m map[string]string) (Record, error) {
 		r.Disabled = true
 	default:
 		return Record{}, fmt.Errorf("%w: id %s: disabled %q", errBadRecord, r.ID, m[fieldDisabled])
+	}
+	if r.Credits, err = parseCredits(r.ID, m); err != nil {
+		return Record{}, err
 	}
 	return r, nil
 }

@@ -177,7 +177,7 @@ func (s *Store) Lookup(ctx context.Context, key string) (Record, error) {
 	if len(m) == 0 {
 		return Record{}, ErrNotFound
 	}
-	rec, err := parseRecord(m)
+	rec, err := s.parse(m)
 	if err != nil {
 		return Record{}, fmt.Errorf("apikeys: lookup: %w", err)
 	}
@@ -247,7 +247,7 @@ func (s *Store) List(ctx context.Context) ([]Record, error) {
 		if err != nil || len(m) == 0 {
 			return err
 		}
-		rec, err := parseRecord(m)
+		rec, err := s.parse(m)
 		if err != nil {
 			return err
 		}

@@ -85,7 +85,7 @@ type Decision struct {
 	// redis.timeout), canceled (the caller went away), bad_reply or unavailable.
 	ErrReason string
 	// Reason is a bounded label for metrics and logs: ok, no_policy, unauthenticated,
-	// forbidden_role, forbidden_scope, over_limit, backend_error, degraded.
+	// forbidden_role, forbidden_scope, over_limit, over_credits, backend_error, degraded.
 	Reason string
 	// Message is the human text of a denial, sent as {"error": Message}.
 	Message string
@@ -318,10 +318,10 @@ func (e *Engine) decide(ctx context.Context, st *policy.Set, r *Request) Decisio
 			limits = tl
 		}
 	}
-	if len(limits) > 0 {
+	if len(limits) > 0 || id.credits.Enabled {
 		over, hdrs, err := e.limit(ctx, st, p, limits, id, r)
 		switch {
-		case err != nil && p.LimitsOpen:
+		case err != nil && p.LimitsOpen && !id.credits.Enabled:
 			// Under failure.limits: open a Redis failure does not switch limits off: the
 			// limiter's local per-process counts decide (ratelimit.Guard), so a flood that
 			// makes Redis miss its deadlines is still limited, per replica.
@@ -331,12 +331,17 @@ func (e *Engine) decide(ctx context.Context, st *policy.Set, r *Request) Decisio
 			degraded = append(degraded, "limits")
 			d.shadow.limitsDegraded = true
 		case err != nil:
+			// Credits included: a balance only Redis knows cannot be spent on local counts,
+			// so a key with credits fails as failure.limits: closed does (see ratelimit.Guard).
 			d.Err, d.ErrReason, d.Reason = err, ratelimit.CallReason(ctx, err), "backend_error"
 			return d
 		}
 		d.ResponseHeaders = hdrs
-		if over {
-			d.Status, d.Reason, d.Message = 429, "over_limit", denialMessage("over_limit")
+		if over != "" {
+			d.Status, d.Reason, d.Message = 429, over, denialMessage(over)
+			if over == reasonOverCredits {
+				d.Status = st.CreditsStatus
+			}
 			d.RemoveHeaders = removals(st, nil, id.keyHeader)
 			return d
 		}
@@ -410,18 +415,25 @@ func denialMessage(reason string) string {
 		return "insufficient scope"
 	case "over_limit":
 		return "rate limit exceeded"
+	case "over_credits":
+		return "credits exhausted"
 	default:
 		return "forbidden"
 	}
 }
 
-// limit checks the policy's limits for this request in one round trip and returns whether any
-// is exceeded, with the RateLimit headers describing them. When Redis failed but the limiter
-// decided on local counts (ratelimit.ErrFallback), it returns those verdicts and headers with
-// the error.
-func (e *Engine) limit(ctx context.Context, st *policy.Set, p *policy.Policy, limits []policy.Limit, id identity, r *Request) (bool, []ratelimit.Header, error) {
-	reqs := make([]ratelimit.Request, 0, len(limits))
-	names := make([]string, 0, len(limits))
+// limit checks the policy's limits for this request, and spends one of the API key's credits
+// when it has some, in one round trip, and returns the reason of a denial ("" when allowed:
+// over_credits when the credits are used up, else over_limit), with the RateLimit headers
+// describing the quotas. When Redis failed but the limiter decided on local counts
+// (ratelimit.ErrFallback), it returns those verdicts and headers with the error.
+func (e *Engine) limit(ctx context.Context, st *policy.Set, p *policy.Policy, limits []policy.Limit, id identity, r *Request) (string, []ratelimit.Header, error) {
+	n := len(limits)
+	if id.credits.Enabled {
+		n++
+	}
+	reqs := make([]ratelimit.Request, 0, n)
+	names := make([]string, 0, n)
 	for _, l := range limits {
 		subject, raw, ok := subjectFor(l, id, r)
 		if !ok {
@@ -435,8 +447,12 @@ func (e *Engine) limit(ctx context.Context, st *policy.Set, p *policy.Policy, li
 		reqs = append(reqs, ratelimit.Request{Key: key, Limit: l.Value, Cost: 1})
 		names = append(names, l.Name)
 	}
+	if id.credits.Enabled {
+		reqs = append(reqs, creditsRequest(id.credits))
+		names = append(names, creditsQuotaName)
+	}
 	if len(reqs) == 0 {
-		return false, nil, nil
+		return "", nil, nil
 	}
 	t0 := time.Now()
 	now, ds, err := e.opts.Limiter.Allow(ctx, reqs)
@@ -453,21 +469,30 @@ func (e *Engine) limit(ctx context.Context, st *policy.Set, p *policy.Policy, li
 		// between those decisions (limits open) and an error (limits closed).
 		fallback = err
 	case err != nil:
-		return false, nil, err
+		return "", nil, err
 	case len(ds) != len(reqs):
-		return false, nil, errors.New("limiter answered a different number of decisions")
+		return "", nil, errors.New("limiter answered a different number of decisions")
 	}
-	over := false
-	quotas := make([]ratelimit.Quota, len(ds))
+	over := ""
+	quotas := make([]ratelimit.Quota, 0, len(ds))
 	for i, dec := range ds {
-		if !dec.Allowed {
-			over = true
+		if reqs[i].Limit.Algorithm == ratelimit.AlgorithmCredits {
+			if !dec.Allowed {
+				over = reasonOverCredits
+			}
+			if q, ok := creditsQuota(reqs[i], dec, now); ok {
+				quotas = append(quotas, q)
+			}
+			continue
+		}
+		if !dec.Allowed && over == "" {
+			over = reasonOverLimit
 		}
 		reset := dec.Reset
 		if !dec.Allowed && dec.RetryAfter > reset {
 			reset = dec.RetryAfter
 		}
-		quotas[i] = ratelimit.Quota{
+		quotas = append(quotas, ratelimit.Quota{
 			Name:      names[i],
 			Limit:     uint64(max(dec.Limit, 0)),
 			Remaining: uint64(max(dec.Remaining, 0)),
@@ -475,7 +500,7 @@ func (e *Engine) limit(ctx context.Context, st *policy.Set, p *policy.Policy, li
 			Reset:     reset,
 			Key:       reqs[i].Key,
 			Over:      !dec.Allowed,
-		}
+		})
 	}
 	return over, ratelimit.AppendHeaders(nil, e.opts.Headers, quotas, now), fallback
 }

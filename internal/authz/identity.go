@@ -21,6 +21,8 @@ type identity struct {
 	headers   []ratelimit.Header
 	// keyHeader is the header an API key came in, to strip upstream.
 	keyHeader string
+	// credits is the API key's credit quota (Enabled false for every other identity).
+	credits apikeys.Credits
 }
 
 func (id identity) hasAnyRole(want []string) bool {
@@ -177,6 +179,7 @@ func (e *Engine) byKey(ctx context.Context, st *policy.Set, key, header string) 
 		scopes:    rec.Scopes,
 		headers:   keyIdentity(st, rec),
 		keyHeader: header,
+		credits:   rec.Credits,
 	}, 0, "", nil
 }
 

@@ -15,6 +15,9 @@ const (
 	// DefaultLimitLocalCacheSize bounds each replica's table of policy limit keys (the
 	// over-limit cache and the local counts used when Redis fails), about 200 bytes an entry.
 	DefaultLimitLocalCacheSize = 100000
+	// DefaultCreditsStatus is apikeys.credits_status: a key out of credits is told to slow
+	// down, like a rate limit, unless the operator prefers 403.
+	DefaultCreditsStatus = 429
 
 	// EnvSessionSecret holds the session secrets, comma-separated, newest first. It overrides
 	// sessions.secrets so that secrets can live in a Kubernetes Secret, not a ConfigMap.
@@ -83,6 +86,9 @@ type APIKeys struct {
 	// owner, name, tier or scopes), set when a request is allowed by an API key, as
 	// sessions.headers does for sessions. A client's own copy is always removed.
 	IdentityHeaders map[string]string `yaml:"identity_headers"`
+	// CreditsStatus is the status of a request denied because its key's credits are used up:
+	// 429 (the default, as for a rate limit) or 403.
+	CreditsStatus int `yaml:"credits_status"`
 }
 
 // Limits configures the Redis keys of policy limits.
@@ -173,7 +179,8 @@ func defaultLimits() Limits {
 }
 
 func defaultAPIKeysSection() APIKeys {
-	return APIKeys{Prefix: DefaultAPIKeyPrefix, TokenPrefix: DefaultAPIKeyToken, Headers: append([]string(nil), defaultAPIKeys...)}
+	return APIKeys{Prefix: DefaultAPIKeyPrefix, TokenPrefix: DefaultAPIKeyToken, Headers: append([]string(nil), defaultAPIKeys...),
+		CreditsStatus: DefaultCreditsStatus}
 }
 
 // fillPolicyDefaults sets what a policy may leave out. It runs after decoding, before checks.

@@ -100,6 +100,7 @@ func TestParseAuthzBad(t *testing.T) {
 		{"touch ttl negative", "sessions: {secrets: [s], touch: {ttl: -1s}}", "sessions.touch.ttl"},
 		{"token prefix", "apikeys: {token_prefix: 'a-b'}", "apikeys.token_prefix"},
 		{"no api key headers", "apikeys: {headers: []}", "apikeys.headers"},
+		{"credits status", "apikeys: {credits_status: 402}", "apikeys.credits_status"},
 		{"limit prefix with brace", "limits: {prefix: 'rl{'}", "limits.prefix"},
 	}
 	for _, tt := range tests {
@@ -128,5 +129,18 @@ func TestAPIKeyIdentityHeadersChecked(t *testing.T) {
 	want := "apikeys.identity_headers.X-Bad apikeys.identity_headers.x-api-key apikeys.identity_headers.x-what"
 	if strings.Join(got, " ") != want {
 		t.Errorf("problems at %q, want %q", got, want)
+	}
+}
+
+func TestCreditsStatus(t *testing.T) {
+	if got := Default().APIKeys.CreditsStatus; got != 429 {
+		t.Errorf("default apikeys.credits_status = %d, want 429", got)
+	}
+	c, err := parse("cfg.yaml", []byte("apikeys: {credits_status: 403}\n"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.APIKeys.CreditsStatus != 403 {
+		t.Errorf("credits_status = %d, want 403", c.APIKeys.CreditsStatus)
 	}
 }

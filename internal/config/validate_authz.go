@@ -57,6 +57,9 @@ func (k *checker) apiKeys() {
 	if len(a.Headers) == 0 {
 		k.fail("apikeys.headers", a.Headers, "must name at least one header")
 	}
+	if a.CreditsStatus != 429 && a.CreditsStatus != 403 {
+		k.fail("apikeys.credits_status", a.CreditsStatus, "must be 429 or 403, got %d", a.CreditsStatus)
+	}
 	for i, h := range a.Headers {
 		k.headerName(fmt.Sprintf("apikeys.headers[%d]", i), h)
 	}

@@ -29,7 +29,7 @@ type Metrics struct {
 	RLSDuration *prometheus.HistogramVec
 	// Decisions counts ext_authz decisions (gRPC and HTTP) by policy, result (allow, deny,
 	// error) and reason (ok, no_policy, unauthenticated, forbidden_role, forbidden_scope,
-	// over_limit, backend_error, degraded).
+	// over_limit, over_credits, backend_error, degraded).
 	Decisions *prometheus.CounterVec
 	// DecisionDuration observes decision latency in seconds by result.
 	DecisionDuration *prometheus.HistogramVec

@@ -42,6 +42,8 @@ type Set struct {
 	APIKeyHeaders []string
 	// KeepKeyHeader forwards the key's header upstream.
 	KeepKeyHeader bool
+	// CreditsStatus is the status of a request whose key is out of credits: 429 or 403.
+	CreditsStatus int
 	// StripCookie removes the session cookie upstream.
 	StripCookie bool
 	// IdentityHeaders are every header the session and API key mappings can set, sorted.
@@ -142,6 +144,7 @@ func Compile(cfg *config.Config) (*Set, error) {
 		LimitPrefix:    cfg.Limits.Prefix,
 		APIKeyHeaders:  cfg.APIKeys.Headers,
 		KeepKeyHeader:  cfg.APIKeys.KeepHeader,
+		CreditsStatus:  cfg.APIKeys.CreditsStatus,
 		StripCookie:    cfg.Sessions.StripCookie,
 		SessionScopes:  cfg.Sessions.Scopes != "",
 		ClientIPHeader: cfg.ClientIPHeader,

@@ -20,7 +20,53 @@ const (
 	// AlgorithmGCRA is the generic cell rate algorithm (a leaky bucket kept as one
 	// timestamp): Burst at once, then one request every Window/Requests.
 	AlgorithmGCRA
+	// AlgorithmCredits spends a balance of credits that only refills (to Requests) when the
+	// Limit's Refill period turns, never by time passing within it. It is an API key's quota
+	// (apikeys), decided in the same script as the key's limits; no policy configures it, so
+	// ParseAlgorithm does not accept it. See Limiter for its key.
+	AlgorithmCredits
 )
+
+// Refill is when an AlgorithmCredits balance is set back to Limit.Requests: never, at every
+// UTC midnight, or on the first of every month at 00:00 UTC, as Unkey's daily and monthly
+// refills do. A refill replaces the balance, it does not add to it.
+type Refill int
+
+const (
+	// RefillNone never refills: only an operator adds credits.
+	RefillNone Refill = iota
+	// RefillDaily refills when the UTC day changes ("1d").
+	RefillDaily
+	// RefillMonthly refills when the UTC month changes ("1mo").
+	RefillMonthly
+)
+
+// ParseRefill parses the spelling of a Refill that apikey create takes: "" (none), "1d" or
+// "1mo".
+func ParseRefill(s string) (Refill, error) {
+	switch s {
+	case "":
+		return RefillNone, nil
+	case "1d":
+		return RefillDaily, nil
+	case "1mo":
+		return RefillMonthly, nil
+	}
+	return RefillNone, fmt.Errorf("ratelimit: unknown refill period %q: want 1d or 1mo", s)
+}
+
+// String returns the spelling ParseRefill accepts.
+func (r Refill) String() string {
+	switch r {
+	case RefillNone:
+		return ""
+	case RefillDaily:
+		return "1d"
+	case RefillMonthly:
+		return "1mo"
+	}
+	return "Refill(" + strconv.Itoa(int(r)) + ")"
+}
 
 // ParseAlgorithm parses the config spelling of an Algorithm: "fixed", "sliding" or "gcra".
 // "" is "fixed", the zero value.
@@ -45,6 +91,8 @@ func (a Algorithm) String() string {
 		return "sliding"
 	case AlgorithmGCRA:
 		return "gcra"
+	case AlgorithmCredits:
+		return "credits"
 	}
 	return "Algorithm(" + strconv.Itoa(int(a)) + ")"
 }

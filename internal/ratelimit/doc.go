@@ -36,4 +36,7 @@
 // Cluster). A denied fixed window in a split call is never counted alone. Until the undo
 // lands, other calls see the counts it takes back, so they may be denied by them, never
 // allowed past a limit; an undo that fails leaves them counted (WithUndoFailed hears of it).
+// A credits balance (AlgorithmCredits) is one more key of the call: spent only when every
+// slot allows, and given back by the undo when another slot denies, unless a refill replaced
+// the balance in between.
 package ratelimit

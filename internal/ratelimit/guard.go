@@ -97,6 +97,13 @@ type GuardOptions struct {
 // key loses its mark (the next call asks Redis) and its local count (a fallback may allow
 // it again), never more.
 //
+// Credits (AlgorithmCredits) are left to Redis: a balance is not a rate, and what an
+// operator adds lifts a denial at once, so a credits request gets no local count, no
+// over-limit mark and no debt. A call that holds one is never decided locally: when the
+// inner limiter fails, Allow returns its error without ErrFallback and without decisions,
+// because no process can know a balance that only Redis holds, and spending credits that
+// may not exist is the one thing a quota must not do.
+//
 // Allow validates its requests as the Limiter does, so that a bad request is an error
 // wrapping ErrInvalidRequest, never a fallback. It is safe for concurrent use.
 type Guard struct {
@@ -163,8 +170,13 @@ func (g *Guard) Allow(ctx context.Context, reqs []Request) (time.Time, []Decisio
 	t0 := g.clock()
 	var buf [4]guardNote
 	notes := buf[:0]
-	over := false
+	over, credits := false, false
 	for i := range reqs {
+		if reqs[i].Limit.Algorithm == AlgorithmCredits {
+			credits = true
+			notes = append(notes, guardNote{})
+			continue
+		}
 		n := g.note(&reqs[i], t0)
 		over = over || n.overFor > 0
 		notes = append(notes, n)
@@ -177,7 +189,7 @@ func (g *Guard) Allow(ctx context.Context, reqs []Request) (time.Time, []Decisio
 	}
 	now, ds, err := g.inner.Allow(ctx, reqs)
 	switch {
-	case err != nil && errors.Is(err, ErrInvalidRequest):
+	case err != nil && (credits || errors.Is(err, ErrInvalidRequest)):
 		return now, ds, err
 	case err != nil:
 		return time.Now(), g.fallback(reqs, notes, t0), fmt.Errorf("%w: %w", ErrFallback, err)
@@ -189,14 +201,16 @@ func (g *Guard) Allow(ctx context.Context, reqs []Request) (time.Time, []Decisio
 		r := &reqs[i]
 		if !ds[i].Allowed {
 			all = false
-			if left := ds[i].RetryAfter - markMargin; r.Cost <= r.Limit.capacity() && left > 0 {
+			if left := ds[i].RetryAfter - markMargin; r.Cost <= r.Limit.capacity() && left > 0 && r.Limit.Algorithm != AlgorithmCredits {
 				g.markOver(r, t0, t0+left)
 			}
 		}
 	}
 	if all {
 		for i := range ds {
-			g.settle(&reqs[i], &ds[i], t0)
+			if reqs[i].Limit.Algorithm != AlgorithmCredits {
+				g.settle(&reqs[i], &ds[i], t0)
+			}
 		}
 	}
 	return now, ds, nil
@@ -302,7 +316,8 @@ func (g *Guard) markOver(r *Request, now, end time.Duration) {
 	}
 }
 
-// cachedDecisions answers a call one of whose keys is marked over.
+// cachedDecisions answers a call one of whose keys is marked over. A credits request, never
+// marked, is answered allowed with its quota as Remaining: the call spends nothing.
 func cachedDecisions(reqs []Request, notes []guardNote) []Decision {
 	ds := make([]Decision, len(reqs))
 	for i := range reqs {

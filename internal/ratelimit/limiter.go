@@ -46,6 +46,10 @@ type Limit struct {
 	// Burst is how much Cost GCRA admits at once after a quiet period; 0 means Requests.
 	// Other algorithms ignore it.
 	Burst int64
+	// Refill is when AlgorithmCredits sets the balance back to Requests; the other
+	// algorithms ignore it. For credits, Requests is the quota the headers show (the refill
+	// amount, or the initial credits without a refill) and Window is unused.
+	Refill Refill
 }
 
 // Validate reports whether requests of cost 1 (every request the sidecar counts) can be
@@ -75,9 +79,13 @@ func (l Limit) interval() int64 {
 	return (w + l.Requests - 1) / l.Requests
 }
 
-// validate checks l for a request of cost and returns the interval GCRA needs (0 for the
-// other algorithms).
+// validate checks l for a request of cost and returns the interval GCRA needs, the Refill
+// for credits (the script reads both from the same argument), and 0 for the other
+// algorithms.
 func (l Limit) validate(cost int64) (int64, error) {
+	if l.Algorithm == AlgorithmCredits {
+		return l.validateCredits(cost)
+	}
 	switch {
 	case l.Requests <= 0 || l.Requests > maxExact:
 		return 0, fmt.Errorf("%w: requests %d out of range 1..%d (2^51)", ErrInvalidRequest, l.Requests, int64(maxExact))
@@ -144,6 +152,12 @@ type Decision struct {
 	// open; sliding: the end of the current epoch-aligned sub-window) or, for GCRA, until
 	// the quota is fully restored. It is never negative.
 	Reset time.Duration
+	//
+	// For AlgorithmCredits, Remaining is the balance left (it may exceed the quota after an
+	// operator added credits, and Limit is then Remaining), Reset is the time until the
+	// next refill (0 without a refill), and a denial's RetryAfter is that time too, or
+	// MaxWindow without a refill: only an operator brings such a balance back.
+	//
 	// RetryAfter is 0 when Allowed, else the time until a request of the same Cost would be
 	// allowed if nothing else were counted: the end of the window for fixed, the moment the
 	// weighted count has dropped enough for sliding, the theoretical arrival time minus the
@@ -165,6 +179,15 @@ type Decision struct {
 // because the script derives its sub-window keys from it and only a tag keeps them in its
 // slot. A key must not change algorithm: each reads the others' values as its own, so the
 // caller should put the algorithm (or the limit) in the key.
+//
+// Credits (AlgorithmCredits) keep a hash at Key, {remaining, period}: the balance and the
+// refill period it belongs to (days or months since 1970 in UTC, per Limit.Refill, on
+// Redis's clock). The script refills lazily: when the period on the clock is later than the
+// stored one, the balance is Requests again and the stored period moves on; it never moves
+// back, so a server whose clock is behind (after a failover, say) refills nothing twice.
+// The balance is written only when the call counts, in the same script as the other limits,
+// so a request denied by a rate limit spends no credit and one denied for want of credits
+// counts against no limit. A missing hash is a balance of 0: credits are never made up.
 //
 // Sliding is an approximation: it assumes the previous window's hits were spread evenly.
 // Like every algorithm here it is exact in the sense that matters across replicas: the

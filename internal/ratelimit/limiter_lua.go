@@ -82,7 +82,7 @@ for i = 1, n do
     if s.c == nil or s.p == nil then return redis.error_reply('ERR sliding window counter ' .. i .. ' is not an integer') end
     -- Counts are scaled by the window in ms so that the weighting stays in integers.
     s.ok = s.p * (s.w - s.e) + (s.c + s.cost) * s.w <= s.limit * s.w
-  else
+  elseif s.algo == 3 then` + limiterCreditsRead + `  else
     local v = redis.call('GET', s.key)
     s.tat = now
     if v then
@@ -146,7 +146,7 @@ for i = 1, n do
       end
       retry = (nowms + wait) * 1000 - now
     end
-  else
+  elseif s.algo == 3 then` + limiterCreditsCount + `  else
     if counted then
       s.tat = s.new
       redis.call('SET', s.key, int(s.new), 'PX', int(math.ceil((s.new - now) / 1000)))
@@ -155,13 +155,14 @@ for i = 1, n do
     reset = s.tat - now
     retry = s.new - s.limit * s.iv - now
   end
-  if remaining < 0 then remaining = 0 elseif remaining > s.limit then remaining = s.limit end
+  -- A credits balance may hold more than its quota (an operator added some).
+  if remaining < 0 then remaining = 0 elseif remaining > s.limit and s.algo ~= 3 then remaining = s.limit end
   local allowed = 1
   if s.ok then
     retry = 0
   else
     allowed = 0
-    if s.cost > s.limit then retry = s.w * 1000 end
+    if s.cost > s.limit and s.algo ~= 3 then retry = s.w * 1000 end
     if retry == nil or retry < 1 then retry = 1 end
   end
   reply[#reply+1] = allowed
@@ -175,7 +176,8 @@ return reply
 // undoArgs is the number of ARGV entries per key of limiterUndoScript: algorithm, amount
 // (the cost; for GCRA the cost times the interval in microseconds), and for a fixed window
 // the end of the window that was counted in Unix milliseconds and its length in milliseconds
-// (0 and 0 for the others).
+// (for credits the refill period that was spent from, -1 without a refill, and 0; 0 and 0
+// for the others).
 const undoArgs = 4
 
 // Values of each element of limiterUndoScript's reply.
@@ -197,7 +199,9 @@ const (
 // at least a window later than ARGV's end, so an end within half a window of it (Redis's
 // millisecond clocks round each side by under a millisecond) is the same window. GCRA moves
 // the arrival time back by the amount and deletes the key when that is not in the future
-// (a missing key means the same as an arrival time of now).
+// (a missing key means the same as an arrival time of now). Credits come back with HINCRBY
+// only while the balance is still in the period they were spent from: once a refill has
+// replaced it, what was spent before no longer counts.
 const limiterUndoScript = `
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
@@ -207,9 +211,17 @@ local reply = {}
 for i = 1, #KEYS do
   local a = 4 * (i - 1)
   local key, algo, amount = KEYS[i], tonumber(ARGV[a+1]), tonumber(ARGV[a+2])
-  local v = tonumber(redis.call('GET', key) or '')
+  local v
+  if algo ~= 3 then v = tonumber(redis.call('GET', key) or '') end
   local done = 0
-  if v == nil or v ~= math.floor(v) then
+  if algo == 3 then
+    local b = redis.call('HMGET', key, 'remaining', 'period')
+    local per = tonumber(ARGV[a+3])
+    if tonumber(b[1] or '') ~= nil and (per < 0 or tonumber(b[2] or '') == per) then
+      redis.call('HINCRBY', key, 'remaining', ARGV[a+2])
+      done = 1
+    end
+  elseif v == nil or v ~= math.floor(v) then
     done = 0
   elseif algo == 2 then
     local tat = v - amount
@@ -299,6 +311,10 @@ func parseLimiterReply(v interface{}, reqs []Request) (time.Time, []Decision, er
 		}
 		allowed, remaining, reset, retry := f[0], f[1], f[2], f[3]
 		limit := reqs[i].Limit.capacity()
+		if reqs[i].Limit.Algorithm == AlgorithmCredits {
+			// A balance may hold more than its quota; it is then its own limit.
+			limit = max(limit, min(remaining, maxExact))
+		}
 		switch {
 		case allowed > 1:
 			return time.Time{}, nil, fmt.Errorf("%w: decision %d: allowed flag %d", ErrBadReply, i, allowed)

@@ -97,6 +97,13 @@ func (l *Limiter) undo(ctx context.Context, reqs []Request, ds []Decision, group
 			case AlgorithmSliding:
 				keys[j] = r.Key + ":" + strconv.FormatInt(nowms-nowms%w, 10)
 				args = append(args, int(AlgorithmSliding), r.Cost, 0, 0)
+			case AlgorithmCredits:
+				// The period the script spent from is that of its own clock.
+				per := int64(-1)
+				if r.Limit.Refill != RefillNone {
+					per = RefillPeriod(r.Limit.Refill, nows[g])
+				}
+				args = append(args, int(AlgorithmCredits), r.Cost, per, 0)
 			default:
 				args = append(args, int(AlgorithmGCRA), r.Cost*r.Limit.interval(), 0, 0)
 			}
@@ -123,6 +130,11 @@ func (l *Limiter) undo(ctx context.Context, reqs []Request, ds []Decision, group
 // uncount turns d, the decision of r as counted, into the decision as not counted, once the
 // undo took r's cost back (and deleted the key, when gone).
 func uncount(d *Decision, r *Request, gone bool) {
+	if r.Limit.Algorithm == AlgorithmCredits {
+		d.Remaining += r.Cost
+		d.Limit = max(d.Limit, d.Remaining)
+		return
+	}
 	d.Remaining = min(d.Remaining+r.Cost, d.Limit)
 	switch r.Limit.Algorithm {
 	case AlgorithmFixed:

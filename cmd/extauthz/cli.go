@@ -25,6 +25,10 @@ Usage:
                          [--redis-url URL | --config FILE]
   extauthz apikey list [--json] [--redis-url URL | --config FILE]
   extauthz apikey revoke ID [--redis-url URL | --config FILE]
+  extauthz sessions list --user U [--json] [--redis-url URL | --config FILE]
+  extauthz sessions revoke --user U [--except ID] [--redis-url URL | --config FILE]
+  extauthz sessions revoke ID [--user U] [--redis-url URL | --config FILE]
+  extauthz sessions create --user U [--role R] [--ttl DURATION] [--redis-url URL | --config FILE]
   extauthz test [--config FILE] FILE...
   extauthz version
 
@@ -51,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	case "apikey":
 		return runAPIKey(args[1:], stdout, stderr)
+	case "sessions":
+		return runSessions(args[1:], stdout, stderr)
 	case "test":
 		return runPolicyTest(args[1:], stdout, stderr)
 	case "version", "--version", "-version":

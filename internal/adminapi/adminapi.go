@@ -64,7 +64,14 @@ func New(opts Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/sessions", a.list)
 	mux.HandleFunc("POST /v1/sessions/revoke", a.revoke)
+	// The catch-all outranks the mux's own 405, so it answers a wrong method itself.
+	allowed := map[string]string{"/v1/sessions": "GET", "/v1/sessions/revoke": "POST"}
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		if m, ok := allowed[r.URL.Path]; ok {
+			w.Header().Set("Allow", m)
+			writeError(w, http.StatusMethodNotAllowed, r.URL.Path+" takes "+m)
+			return
+		}
 		writeError(w, http.StatusNotFound, "no such admin API endpoint")
 	})
 	return mux

@@ -408,3 +408,32 @@ func TestIndexCluster(t *testing.T) {
 		t.Error("index left after every session was revoked")
 	}
 }
+
+// TestIndexEmbedded runs the index on the embedded store (`make run` without a Redis), whose
+// Lua (cjson, TIME, PEXPIREAT) must take the same scripts.
+func TestIndexEmbedded(t *testing.T) {
+	rc := newClient(t, "")
+	ix, err := NewIndex(rc, IndexOptions{MaxPerUser: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i, sid := range []string{"e1", "e2", "e3"} {
+		if _, err := rc.Do(ctx, "SET", []string{"sess:" + sid}, "{}", "EX", strconv.Itoa(100*(i+1))); err != nil {
+			t.Fatal(err)
+		}
+		if err := ix.Record(ctx, Visit{SID: sid, Subject: "em{b}", IP: "192.0.2.9", UserAgent: "ua"}); err != nil {
+			t.Fatalf("Record: %v", err)
+		}
+	}
+	entries, err := ix.List(ctx, "em{b}")
+	if err != nil || len(entries) != 2 || entries[0].UserAgent != "ua" || entries[0].FirstSeen.IsZero() {
+		t.Fatalf("List = %+v, %v; want e2 and e3 (capped at 2)", entries, err)
+	}
+	if n, err := ix.Revoke(ctx, "em{b}", ""); err != nil || n != 2 {
+		t.Fatalf("Revoke = %d, %v", n, err)
+	}
+	if _, err := rc.Get(ctx, "sess:e3"); !errors.Is(err, redisconn.ErrNil) {
+		t.Errorf("GET of a revoked session = %v, want nil", err)
+	}
+}

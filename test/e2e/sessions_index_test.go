@@ -263,3 +263,84 @@ func TestSignOutEverywhere(t *testing.T) {
 		assertSignedIn(t, bob)
 	})
 }
+
+// TestSignOutEverywhereTopologies runs the sidecar and the CLI on a single server, Sentinel and
+// Cluster: sessions written as connect-redis does, indexed by the sidecar's decisions, listed
+// and revoked by the CLI and the admin API. On a Cluster the index keys share a slot (the
+// subject here holds braces) while the sessions are spread over the others. Nothing the suite
+// used as a secret (sids, cookies) may appear in the sidecar's log or the CLI's output.
+func TestSignOutEverywhereTopologies(t *testing.T) {
+	t.Setenv("SESSION_SECRET", "")
+	for _, name := range []string{"single", "sentinel", "cluster"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			tp := startTopology(t, name)
+			const secret = "topology secret"
+			cfg := writeFile(t, t.TempDir(), "extauthz.yaml", signOutConfig(tp.url, secret))
+			s := startSidecar(t, "--config", cfg)
+			s.waitReady()
+			c := dialCheck(t, s)
+			const user = "team{a}:alice"
+			var ds []device
+			for i, ua := range []string{"phone", "laptop", "tablet", "watch"} {
+				sid := fmt.Sprintf("%s-topology-sid-%d", name, i)
+				cookie := tp.storeSession(t, sid, secret, map[string]any{"userId": user, "role": "user"})
+				d := device{cookie: cookie, ua: ua}
+				if code := d.authorize(t, c); code != 200 {
+					t.Fatalf("%s: Check = %d\n%s", ua, code, s.logs.String())
+				}
+				ds = append(ds, d)
+			}
+			listed := waitIndexed(t, s, user, 4)
+			if name == "cluster" {
+				if a, b := tp.slot(t, "extauthz:sessions:{team%7Ba%7D:alice}"), tp.slot(t, "extauthz:sessions:{team%7Ba%7D:alice}:meta"); a != b {
+					t.Fatalf("index keys in slots %d and %d", a, b)
+				}
+			}
+			ids := map[string]string{}
+			for _, l := range listed {
+				ids[l.UserAgent] = l.ID
+			}
+
+			var outputs []string
+			code, out, errOut := runCLI(t, "sessions", "list", "--user", user, "--redis-url", tp.url)
+			outputs = append(outputs, out, errOut)
+			if code != 0 || strings.Count(out, "\n") != 5 {
+				t.Fatalf("sessions list: exit %d\n%s%s", code, out, errOut)
+			}
+			// One by id (the reverse entry finds the user), then all but the phone.
+			code, out, errOut = runCLI(t, "sessions", "revoke", ids["watch"], "--redis-url", tp.url)
+			outputs = append(outputs, out, errOut)
+			if code != 0 {
+				t.Fatalf("sessions revoke ID: exit %d %s", code, errOut)
+			}
+			code, out, errOut = runCLI(t, "sessions", "revoke", "--user", user, "--except", ids["phone"], "--redis-url", tp.url)
+			outputs = append(outputs, out, errOut)
+			if code != 0 || !strings.Contains(out, "revoked 2 session(s)") {
+				t.Fatalf("sessions revoke --except: exit %d %q %q", code, out, errOut)
+			}
+			for i, d := range ds {
+				want := http.StatusUnauthorized
+				if d.ua == "phone" {
+					want = http.StatusOK
+				}
+				if got := d.authorize(t, c); got != want {
+					t.Errorf("%s after the revocations: %d, want %d", d.ua, got, want)
+				}
+				if _, ok := tp.get(t, fmt.Sprintf("sess:%s-topology-sid-%d", name, i)); ok != (want == http.StatusOK) {
+					t.Errorf("%s: session key present = %v", d.ua, ok)
+				}
+			}
+			if got := adminSessions(t, s, user); len(got) != 1 || got[0].ID != ids["phone"] {
+				t.Errorf("index after the revocations = %+v, want the phone only", got)
+			}
+			for _, out := range append(outputs, s.logs.String()) {
+				for _, secret := range tp.secrets {
+					if strings.Contains(out, secret) {
+						t.Fatalf("a secret appears in an output or the log:\n%s", out)
+					}
+				}
+			}
+		})
+	}
+}

@@ -89,12 +89,11 @@ type Index struct {
 	prefix     string
 	sessPrefix string
 	max        int
-	now        func() time.Time
 }
 
 // NewIndex returns an Index over rdb.
 func NewIndex(rdb IndexRedis, opts IndexOptions) (*Index, error) {
-	ix := &Index{rdb: rdb, prefix: opts.Prefix, sessPrefix: opts.SessionPrefix, max: opts.MaxPerUser, now: time.Now}
+	ix := &Index{rdb: rdb, prefix: opts.Prefix, sessPrefix: opts.SessionPrefix, max: opts.MaxPerUser}
 	if ix.prefix == "" {
 		ix.prefix = DefaultIndexPrefix
 	}
@@ -171,13 +170,26 @@ type Visit struct {
 }
 
 // recordScript adds or refreshes one session. KEYS: the sorted set, the meta hash. ARGV: sid,
-// expiry (Unix ms), ip, user agent, max per user. It keeps first_seen from an earlier entry,
-// prunes what has expired, drops the soonest-expiring past the cap, and lets both keys expire
-// with the latest session. Redis's clock is the one that counts.
+// the session key's PTTL (ms; -1 when it has none), cookie.expires (Unix ms, 0 when none), ip,
+// user agent, max per user, the life of a session with neither (ms). The score is the later of
+// now + PTTL and cookie.expires. It keeps first_seen from an earlier entry, prunes what has
+// expired, drops the soonest-expiring past the cap, lets both keys expire with the latest
+// session, and returns the session's remaining life in ms. Redis's clock is the one that counts.
 const recordScript = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local sid, exp, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[5])
+local sid, pttl, cexp, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[6])
+local exp
+if pttl >= 0 then
+  exp = now + pttl
+elseif cexp > now then
+  exp = cexp
+else
+  exp = now + tonumber(ARGV[7])
+end
+if cexp > exp then
+  exp = cexp
+end
 local function drop(list)
   for _, m in ipairs(list) do
     redis.call('ZREM', KEYS[1], m)
@@ -194,7 +206,7 @@ if old then
   end
 end
 redis.call('ZADD', KEYS[1], exp, sid)
-redis.call('HSET', KEYS[2], sid, cjson.encode({first_seen = first, last_seen = now, ip = ARGV[3], ua = ARGV[4]}))
+redis.call('HSET', KEYS[2], sid, cjson.encode({first_seen = first, last_seen = now, ip = ARGV[4], ua = ARGV[5]}))
 local n = redis.call('ZCARD', KEYS[1])
 if n > max then
   drop(redis.call('ZRANGE', KEYS[1], 0, n - max - 1))
@@ -205,7 +217,7 @@ if last[2] then
   redis.call('PEXPIREAT', KEYS[1], at)
   redis.call('PEXPIREAT', KEYS[2], at)
 end
-return 1
+return exp - now
 `
 
 // readScript prunes what has expired and returns the rest as flat triples of sid, score and
@@ -265,33 +277,27 @@ func (ix *Index) Record(ctx context.Context, v Visit) error {
 	if !ok {
 		return fmt.Errorf("sessions: index: PTTL replied %T", pttl)
 	}
-	now := ix.now()
-	var exp time.Time
-	switch {
-	case ms == -2:
+	if ms == -2 {
 		return nil // logged out or expired since it was resolved
-	case ms >= 0:
-		exp = now.Add(time.Duration(ms) * time.Millisecond)
-	case v.CookieExpires.After(now):
-		exp = v.CookieExpires
-	default:
-		exp = now.Add(defaultIndexLife)
 	}
-	if v.CookieExpires.After(exp) {
-		exp = v.CookieExpires
+	var cexp int64
+	if !v.CookieExpires.IsZero() {
+		cexp = max(v.CookieExpires.UnixMilli(), 0)
 	}
 	keys := []string{ix.Key(v.Subject), ix.MetaKey(v.Subject)}
-	res, err := ix.rdb.Eval(ctx, recordSHA, recordScript, keys, v.SID, exp.UnixMilli(), cleanText(v.IP, maxIndexIP), cleanText(v.UserAgent, MaxUserAgent), ix.max)
+	res, err := ix.rdb.Eval(ctx, recordSHA, recordScript, keys, v.SID, ms, cexp,
+		cleanText(v.IP, maxIndexIP), cleanText(v.UserAgent, MaxUserAgent), ix.max, defaultIndexLife.Milliseconds())
 	if err != nil {
 		return fmt.Errorf("sessions: index: record: %w", err)
 	}
-	if n, ok := res.(int64); !ok || n != 1 {
-		return fmt.Errorf("sessions: index: record script replied %v", res)
+	life, ok := res.(int64)
+	if !ok {
+		return fmt.Errorf("sessions: index: record script replied %T", res)
 	}
 	// The reverse entry lives in its own slot, so it is a call of its own; it expires with
 	// the session.
-	ttl := max(exp.Sub(now), time.Second)
-	if _, err := ix.rdb.Do(ctx, "SET", []string{ix.IDKey(PublicID(v.SID))}, v.Subject, "PX", strconv.FormatInt(ttl.Milliseconds(), 10)); err != nil {
+	life = max(life, 1000)
+	if _, err := ix.rdb.Do(ctx, "SET", []string{ix.IDKey(PublicID(v.SID))}, v.Subject, "PX", strconv.FormatInt(life, 10)); err != nil {
 		return fmt.Errorf("sessions: index: id entry: %w", err)
 	}
 	return nil

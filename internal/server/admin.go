@@ -57,7 +57,7 @@ func (s *Server) adminMux() *http.ServeMux {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Metrics.Registry, promhttp.HandlerOpts{}))
 	}
 	if s.opts.AdminAPI != nil {
-		mux.Handle("/v1/", PeerGuard(s.opts.AdminAPIAllow, s.opts.AdminAPI))
+		mux.Handle("/v1/", peerGuard(s.opts.AdminAPIAllow, s.opts.AdminAPI))
 	}
 	switch {
 	case !s.opts.Pprof:

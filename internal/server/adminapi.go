@@ -5,11 +5,11 @@ import (
 	"net/netip"
 )
 
-// PeerGuard serves h only to peers on loopback or in allow, and answers everyone else 403. It
+// peerGuard serves h only to peers on loopback or in allow, and answers everyone else 403. It
 // judges the connection's own address (r.RemoteAddr), never a header: the admin API acts on
 // users' sessions, and a forwarded-for header is whatever the client wrote. A peer whose
 // address cannot be read is refused.
-func PeerGuard(allow []netip.Prefix, h http.Handler) http.Handler {
+func peerGuard(allow []netip.Prefix, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !peerAllowed(r.RemoteAddr, allow) {
 			w.Header().Set("Content-Type", "application/json")

@@ -11,7 +11,7 @@ import (
 
 func TestPeerGuard(t *testing.T) {
 	allow := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("fd00::/64")}
-	h := PeerGuard(allow, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := peerGuard(allow, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "served")
 	}))
 	for _, tt := range []struct {

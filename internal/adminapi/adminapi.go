@@ -1,7 +1,7 @@
 // Package adminapi serves the sidecar's admin API, mounted under /v1/ on the admin listener
 // for the app in the same pod: today the session index's list and revoke ("sign out
-// everywhere"). Who may call it is the server's business: internal/server serves it to loopback peers
-// and admin.api_allow only.
+// everywhere"). Who may call it is the server's business: internal/server serves it to
+// loopback peers and admin.api_allow only.
 package adminapi
 
 import (

@@ -126,6 +126,7 @@ func openSessions(rf *redisFlags, getenv func(string) string) (*sessionsEnv, err
 		Prefix:        cfg.Sessions.Index.Prefix,
 		SessionPrefix: cfg.Sessions.Prefix,
 		MaxPerUser:    cfg.Sessions.Index.MaxPerUser,
+		Subject:       cfg.Sessions.Subject,
 	})
 	if err != nil {
 		_ = rc.Close()

@@ -24,6 +24,7 @@ func newSessionIndex(cfg *config.Config, rc *redisconn.Client) (*sessions.Index,
 		Prefix:        cfg.Sessions.Index.Prefix,
 		SessionPrefix: cfg.Sessions.Prefix,
 		MaxPerUser:    cfg.Sessions.Index.MaxPerUser,
+		Subject:       cfg.Sessions.Subject,
 	})
 }
 

@@ -66,6 +66,12 @@ type IndexOptions struct {
 	// MaxPerUser caps the sessions kept per subject, DefaultIndexMaxPerUser when 0; past it
 	// the soonest-expiring are dropped from the index (not from Redis).
 	MaxPerUser int
+	// Subject is the dotted path of the subject in the session JSON (Options.Subject). When
+	// set, List and the revocations read each session and pass over one that holds another
+	// subject there now (an app that gave a session id to another user without regenerating
+	// it): that entry leaves the index, and the session is not deleted. A session without a
+	// subject at the path still counts. When empty, they only check that the session exists.
+	Subject string
 }
 
 // Index is the per-subject index of sessions that "sign out everywhere" works from. Its
@@ -89,6 +95,7 @@ type Index struct {
 	prefix     string
 	sessPrefix string
 	max        int
+	subject    []string // nil: sessions are not read
 }
 
 // NewIndex returns an Index over rdb.
@@ -109,6 +116,11 @@ func NewIndex(rdb IndexRedis, opts IndexOptions) (*Index, error) {
 	}
 	if strings.ContainsAny(ix.prefix, "{}") {
 		errs = append(errs, fmt.Errorf("sessions: index: prefix %q holds a brace, which would move its Cluster slot", ix.prefix))
+	}
+	if opts.Subject != "" {
+		if ix.subject = splitPath(opts.Subject); ix.subject == nil {
+			errs = append(errs, fmt.Errorf("sessions: index: subject path %q has an empty key", opts.Subject))
+		}
 	}
 	if ix.max < 1 || ix.max > MaxIndexPerUser {
 		errs = append(errs, fmt.Errorf("sessions: index: max per user %d is not from 1 to %d", ix.max, MaxIndexPerUser))
@@ -388,10 +400,10 @@ func unixMilli(n json.Number) time.Time {
 	return time.UnixMilli(int64(f))
 }
 
-// List returns subject's sessions whose key still exists, most recently seen first. Entries
-// of sessions gone from Redis (a logout the app did itself, say) are removed from the index
-// on the way. It costs one call for the index and one EXISTS per session, since each session
-// key sits in a slot of its own.
+// List returns subject's sessions whose key still exists (and, with IndexOptions.Subject, still
+// belongs to subject), most recently seen first. Other entries (a logout the app did itself,
+// say) are removed from the index on the way. It costs one call for the index and one per
+// session, since each session key sits in a slot of its own.
 func (ix *Index) List(ctx context.Context, subject string) ([]Entry, error) {
 	all, err := ix.read(ctx, subject)
 	if err != nil {
@@ -400,11 +412,11 @@ func (ix *Index) List(ctx context.Context, subject string) ([]Entry, error) {
 	live := all[:0]
 	var gone []string
 	for _, e := range all {
-		n, err := ix.rdb.Do(ctx, "EXISTS", []string{ix.sessPrefix + e.sid})
+		ok, err := ix.owned(ctx, subject, e.sid)
 		if err != nil {
-			return nil, fmt.Errorf("sessions: index: session exists: %w", err)
+			return nil, err
 		}
-		if n == int64(0) {
+		if !ok {
 			gone = append(gone, e.sid)
 			continue
 		}
@@ -419,13 +431,52 @@ func (ix *Index) List(ctx context.Context, subject string) ([]Entry, error) {
 	return live, nil
 }
 
+// owned reports whether sid's session exists and, with IndexOptions.Subject, is not provably
+// another subject's: a session whose value at the path is a different subject is not, while
+// one without a subject there (a wrong path in the config, or a session the app emptied) or
+// with a corrupt value still counts as subject's, so that a configuration mistake cannot make
+// a revocation quietly skip sessions. A key of the wrong type is no session.
+func (ix *Index) owned(ctx context.Context, subject, sid string) (bool, error) {
+	key := ix.sessPrefix + sid
+	if ix.subject == nil {
+		n, err := ix.rdb.Do(ctx, "EXISTS", []string{key})
+		if err != nil {
+			return false, fmt.Errorf("sessions: index: session exists: %w", err)
+		}
+		return n == int64(1), nil
+	}
+	v, err := ix.rdb.Do(ctx, "GET", []string{key})
+	switch {
+	case errors.Is(err, redisconn.ErrNil), redisconn.HasErrorPrefix(err, "WRONGTYPE"):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("sessions: index: read session: %w", err)
+	}
+	data, ok := v.(string)
+	if !ok || len(data) > MaxSessionBytes {
+		return true, nil
+	}
+	obj, ok := parseSession(data)
+	if !ok {
+		return true, nil
+	}
+	found, ok := lookup(obj, ix.subject)
+	if !ok {
+		return true, nil
+	}
+	t, ok := text(found)
+	return !ok || t == subject, nil
+}
+
 // Revoke ends every indexed session of subject but the one whose public id is except (""
-// for none; an except that names no indexed session is ErrUnknownID, and nothing is
-// revoked, so that a mistyped id cannot sign the caller out too): it deletes each session's connect-redis key, so that the app sees the logout
-// too and every sidecar's cache drops it (Redis invalidates tracked keys on DEL), then
-// removes the entries. It returns how many sessions it ended. The keys are deleted one call
-// each, since they sit in other slots than the index; a failure part way leaves the rest
-// indexed, so that running it again finishes the job.
+// for none; an except that names no indexed session is ErrUnknownID, and nothing is revoked,
+// so that a mistyped id cannot sign the caller out too). It deletes each session's
+// connect-redis key, so that the app sees the logout too and every sidecar's cache drops it
+// (Redis invalidates tracked keys on DEL), then removes the entries; an entry whose session
+// is gone or, with IndexOptions.Subject, is another user's now is removed without deleting
+// anything. It returns how many sessions it ended. The keys are deleted one call each, since
+// they sit in other slots than the index; a failure part way leaves the rest indexed, so that
+// running it again finishes the job.
 func (ix *Index) Revoke(ctx context.Context, subject, except string) (int, error) {
 	all, err := ix.read(ctx, subject)
 	if err != nil {
@@ -434,23 +485,30 @@ func (ix *Index) Revoke(ctx context.Context, subject, except string) (int, error
 	if except != "" && !slices.ContainsFunc(all, func(e Entry) bool { return e.ID == except }) {
 		return 0, ErrUnknownID
 	}
-	var ended []string
+	var done []string // out of the index: ended, or no longer the subject's
+	n := 0
 	for _, e := range all {
 		if except != "" && e.ID == except {
 			continue
 		}
-		if err := ix.end(ctx, e); err != nil {
-			if len(ended) > 0 {
-				_ = ix.remove(ctx, subject, ended)
+		ok, err := ix.owned(ctx, subject, e.sid)
+		if err == nil && ok {
+			if err = ix.end(ctx, e); err == nil {
+				n++
 			}
-			return len(ended), err
 		}
-		ended = append(ended, e.sid)
+		if err != nil {
+			if len(done) > 0 {
+				_ = ix.remove(ctx, subject, done)
+			}
+			return n, err
+		}
+		done = append(done, e.sid)
 	}
-	if len(ended) == 0 {
+	if len(done) == 0 {
 		return 0, nil
 	}
-	return len(ended), ix.remove(ctx, subject, ended)
+	return n, ix.remove(ctx, subject, done)
 }
 
 // RevokeID ends the one session whose public id is id. With subject "", the subject comes
@@ -480,6 +538,17 @@ func (ix *Index) RevokeID(ctx context.Context, id, subject string) (string, erro
 	for _, e := range all {
 		if e.ID != id {
 			continue
+		}
+		ok, err := ix.owned(ctx, subject, e.sid)
+		if err != nil {
+			return "", err
+		}
+		if !ok {
+			// Gone, or another user's now: not this subject's to end.
+			if err := ix.remove(ctx, subject, []string{e.sid}); err != nil {
+				return "", err
+			}
+			return "", ErrUnknownID
 		}
 		if err := ix.end(ctx, e); err != nil {
 			return "", err

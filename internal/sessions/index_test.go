@@ -437,3 +437,54 @@ func TestIndexEmbedded(t *testing.T) {
 		t.Errorf("GET of a revoked session = %v, want nil", err)
 	}
 }
+
+// TestIndexChecksOwner: with IndexOptions.Subject, a session id the app handed to another user
+// without regenerating it is not the old user's to list or revoke.
+func TestIndexChecksOwner(t *testing.T) {
+	ix, _, o := indexFixture(t, IndexOptions{Subject: "passport.user"})
+	ctx := context.Background()
+	o.do("SET", "sess:reused", `{"passport":{"user":"alice"}}`, "EX", "600")
+	o.do("SET", "sess:mine", `{"passport":{"user":42}}`, "EX", "600")
+	record(t, ix, Visit{SID: "reused", Subject: "alice"})
+	record(t, ix, Visit{SID: "reused2", Subject: "alice"}) // no key: not recorded
+	record(t, ix, Visit{SID: "mine", Subject: "42"})
+	// The app puts bob in alice's session.
+	o.do("SET", "sess:reused", `{"passport":{"user":"bob"}}`, "EX", "600")
+
+	if n, err := ix.Revoke(ctx, "alice", ""); err != nil || n != 0 {
+		t.Fatalf("Revoke(alice) = %d, %v; want 0: the session is bob's now", n, err)
+	}
+	if o.int("EXISTS", "sess:reused") != 1 {
+		t.Fatal("revoking alice deleted bob's session")
+	}
+	if o.int("EXISTS", ix.Key("alice")) != 0 {
+		t.Error("the entry stayed in alice's index")
+	}
+	record(t, ix, Visit{SID: "reused", Subject: "alice"}) // a stale write
+	if entries, err := ix.List(ctx, "alice"); err != nil || len(entries) != 0 {
+		t.Errorf("List(alice) = %+v, %v; want none", entries, err)
+	}
+	record(t, ix, Visit{SID: "reused", Subject: "alice"})
+	if _, err := ix.RevokeID(ctx, PublicID("reused"), "alice"); !errors.Is(err, ErrUnknownID) || o.int("EXISTS", "sess:reused") != 1 {
+		t.Errorf("RevokeID of bob's session under alice = %v", err)
+	}
+	// A number subject is matched as the Express app renders it.
+	if entries, err := ix.List(ctx, "42"); err != nil || len(entries) != 1 {
+		t.Fatalf("List(42) = %+v, %v", entries, err)
+	}
+	if n, err := ix.Revoke(ctx, "42", ""); err != nil || n != 1 || o.int("EXISTS", "sess:mine") != 0 {
+		t.Errorf("Revoke(42) = %d, %v", n, err)
+	}
+
+	// A path the sessions do not have (a config mistake) proves nothing: the session is still
+	// the index's to revoke, not quietly skipped.
+	wrong, err := NewIndex(ix.rdb, IndexOptions{Subject: "userId"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.do("SET", "sess:carol", `{"passport":{"user":"carol"}}`, "EX", "600")
+	record(t, wrong, Visit{SID: "carol", Subject: "carol"})
+	if n, err := wrong.Revoke(ctx, "carol", ""); err != nil || n != 1 || o.int("EXISTS", "sess:carol") != 0 {
+		t.Errorf("Revoke with a path the session lacks = %d, %v; want the session revoked", n, err)
+	}
+}

@@ -3,8 +3,10 @@ package sessions
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // Defaults of a Recorder.
@@ -101,7 +103,7 @@ func (r *Recorder) Seen(sess *Session, ip, ua string) {
 		return
 	}
 	select {
-	case r.queue <- visit{sess: sess, ip: ip, ua: ua, expires: m.expires}:
+	case r.queue <- visit{sess: sess, ip: boundedText(ip, maxIndexIP), ua: boundedText(ua, MaxUserAgent), expires: m.expires}:
 	default:
 		// Forget the claim, so that the next request tries again: a session never written
 		// could not be revoked by its user's name.
@@ -110,6 +112,20 @@ func (r *Recorder) Seen(sess *Session, ip, ua string) {
 			r.opts.OnDrop()
 		}
 	}
+}
+
+// boundedText returns s, or a copy of its first n bytes (cut between characters) when it is
+// longer: a queued visit must not keep a request's whole 64 KiB header alive. Only an
+// oversized value costs an allocation.
+func boundedText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := n
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return strings.Clone(s[:i])
 }
 
 // Run writes queued visits until ctx ends; visits still queued then are dropped. Each write

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -148,6 +149,21 @@ func TestRecorderDropsWhenFull(t *testing.T) {
 	f.resolveAndSee(t, b, "x")
 	if n := len(f.rec.queue); n != 1 {
 		t.Fatalf("after a drop the next request queued %d, want 1", n)
+	}
+}
+
+// TestRecorderBoundsQueuedText: a queued visit keeps at most MaxUserAgent bytes of the user
+// agent (cut between characters), not the request's whole header.
+func TestRecorderBoundsQueuedText(t *testing.T) {
+	f := newRecorderFixture(t, 4, false)
+	huge := strings.Repeat("a", MaxUserAgent-1) + "é" + strings.Repeat("b", 60<<10)
+	f.resolveAndSee(t, f.login("sid-h", "hugo"), huge)
+	v := <-f.rec.queue
+	if v.ua != strings.Repeat("a", MaxUserAgent-1) {
+		t.Errorf("queued ua of %d bytes, want the %d bytes before the cut character", len(v.ua), MaxUserAgent-1)
+	}
+	if got := boundedText("short", 10); got != "short" {
+		t.Errorf("boundedText(short) = %q", got)
 	}
 }
 

@@ -22,6 +22,12 @@ import (
 // the one Redis client. Session and key reads go through the client's cache (client tracking)
 // when cache.enabled is set and the store is not the embedded one.
 func buildEngine(cfg *config.Config, rc *redisconn.Client, format ratelimit.Format, log *zap.Logger, m *metrics.Metrics) (*authz.Engine, error) {
+	return buildEngineWith(cfg, rc, format, log, m, nil)
+}
+
+// buildEngineWith is buildEngine with the session index's writer (serve's, sessionindex.go),
+// nil for none.
+func buildEngineWith(cfg *config.Config, rc *redisconn.Client, format ratelimit.Format, log *zap.Logger, m *metrics.Metrics, rec *sessions.Recorder) (*authz.Engine, error) {
 	var lopts []ratelimit.LimiterOption
 	if rc.Cluster() {
 		lopts = append(lopts, ratelimit.WithClusterSlots())
@@ -45,6 +51,7 @@ func buildEngine(cfg *config.Config, rc *redisconn.Client, format ratelimit.Form
 			Headers:    cfg.Sessions.Headers,
 			Roles:      cfg.Sessions.Roles,
 			Scopes:     cfg.Sessions.Scopes,
+			Recorder:   rec,
 		}
 		if t := cfg.Sessions.Touch; t != nil {
 			sopts.TouchTTL, sopts.TouchEvery = t.TTL.D(), t.Every.D()

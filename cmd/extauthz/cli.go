@@ -27,6 +27,10 @@ Usage:
   extauthz apikey list [--json] [--redis-url URL | --config FILE]
   extauthz apikey revoke ID [--redis-url URL | --config FILE]
   extauthz apikey credits ID [--set N | --add N] [--redis-url URL | --config FILE]
+  extauthz sessions list --user U [--json] [--redis-url URL | --config FILE]
+  extauthz sessions revoke --user U [--except ID] [--redis-url URL | --config FILE]
+  extauthz sessions revoke ID [--user U] [--redis-url URL | --config FILE]
+  extauthz sessions create --user U [--role R] [--ttl DURATION] [--redis-url URL | --config FILE]
   extauthz test [--config FILE] FILE...
   extauthz explain --config FILE --method M --path P [--host H] [--header K:V ...]
                    [--cookie C] [--client IP] [--policy NAME] [--json]
@@ -55,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	case "apikey":
 		return runAPIKey(args[1:], stdout, stderr)
+	case "sessions":
+		return runSessions(args[1:], stdout, stderr)
 	case "test":
 		return runPolicyTest(args[1:], stdout, stderr)
 	case "explain":

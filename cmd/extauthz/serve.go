@@ -182,7 +182,9 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, log *zap.
 		log.Warn("no ratelimit.config_dir: ShouldRateLimit answers OK with no limit for every domain")
 	}
 
-	engine, err := buildEngine(cfg, rc, format, log, m)
+	index, rec, stopIndex := startSessionIndex(ctx, cfg, rc, log, m)
+	defer stopIndex()
+	engine, err := buildEngineWith(cfg, rc, format, log, m, rec)
 	if err != nil {
 		return err
 	}
@@ -211,6 +213,8 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, log *zap.
 		HTTP:          httpLimits(cfg.Server.HTTP),
 		GRPC:          grpcLimits(cfg.Server.GRPC),
 		Pprof:         cfg.Admin.Pprof,
+		AdminAPI:      adminAPI(cfg, index, log),
+		AdminAPIAllow: cfg.Admin.APIAllowPrefixes(),
 		Logger:        log,
 		Metrics:       m,
 	})

@@ -234,12 +234,24 @@ func (e *Engine) bySession(ctx context.Context, r *Request) (identity, int, stri
 		// A session without the configured subject (not logged in yet) is no identity.
 		return anon, 401, "unauthenticated", nil
 	}
+	if sn, ok := e.opts.Sessions.(sessionSeer); ok {
+		sn.Seen(s, r.RemoteIP, r.Headers["user-agent"])
+	}
 	hs := make([]ratelimit.Header, len(s.Headers))
 	for i, h := range s.Headers {
 		hs[i] = ratelimit.Header{Name: h.Name, Value: h.Value}
 	}
 	return identity{kind: KindSession, principal: s.Subject, roles: s.Roles, scopes: s.Scopes, headers: hs}, 0, "", nil
 }
+
+// sessionSeer is the optional part of a SessionResolver that keeps the session index (sign out
+// everywhere); *sessions.Store is one. Seen must not block or touch Redis: it is called on the
+// decision's path, with every session that identifies a caller.
+type sessionSeer interface {
+	Seen(s *sessions.Session, ip, ua string)
+}
+
+var _ sessionSeer = (*sessions.Store)(nil)
 
 // countBackendError counts a failed identity lookup made under ctx; see ratelimit.CallReason.
 func (e *Engine) countBackendError(ctx context.Context, op string, err error) {

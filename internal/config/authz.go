@@ -59,6 +59,8 @@ type Sessions struct {
 	Touch *Touch `yaml:"touch"`
 	// StripCookie removes the session cookie from the upstream request.
 	StripCookie bool `yaml:"strip_cookie"`
+	// Index keeps a per-user index of sessions for "sign out everywhere" (sessionindex.go).
+	Index SessionIndex `yaml:"index"`
 }
 
 // Touch configures the throttled EXPIRE of resolved sessions.
@@ -171,7 +173,7 @@ type Failure struct {
 
 // defaultSessions, defaultAPIKeys and defaultLimits fill Default.
 func defaultSessions() Sessions {
-	return Sessions{Cookie: DefaultSessionCookie, Prefix: DefaultSessionPrefix, Subject: DefaultSessionSubject}
+	return Sessions{Cookie: DefaultSessionCookie, Prefix: DefaultSessionPrefix, Subject: DefaultSessionSubject, Index: defaultSessionIndex()}
 }
 
 func defaultLimits() Limits {

@@ -243,6 +243,7 @@ func Default() *Config {
 		Limits:   defaultLimits(),
 		Cache:    defaultCache(),
 		Server:   defaultServer(),
+		Admin:    Admin{API: true},
 
 		ClientIPHeader: DefaultClientIPHeader,
 		Request:        Request{MaxHeaders: DefaultMaxHeaders, MaxTargetLength: DefaultMaxTargetLength},

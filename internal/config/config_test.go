@@ -101,6 +101,7 @@ func TestParseGood(t *testing.T) {
 		Limits:          defaultLimits(),
 		Cache:           defaultCache(),
 		Server:          defaultServer(),
+		Admin:           Admin{API: true},
 		ClientIPHeader:  DefaultClientIPHeader,
 		Request:         Request{MaxHeaders: DefaultMaxHeaders, MaxTargetLength: DefaultMaxTargetLength},
 	}

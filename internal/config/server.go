@@ -88,6 +88,12 @@ type ServerGRPC struct {
 type Admin struct {
 	// Pprof serves /debug/pprof; it is off by default and needs a loopback listen.admin.
 	Pprof bool `yaml:"pprof"`
+	// API serves the admin API under /v1/ (the session endpoints); on by default, and only
+	// to loopback peers unless APIAllow names more (sessionindex.go).
+	API bool `yaml:"api"`
+	// APIAllow lists the CIDRs (or single addresses) besides loopback whose peers may use
+	// the admin API.
+	APIAllow []string `yaml:"api_allow"`
 }
 
 func defaultServer() Server {
@@ -143,6 +149,7 @@ func (k *checker) server() {
 	if n := s.GRPC.MaxConcurrentStreams; n < 1 || int64(n) > math.MaxUint32 {
 		k.fail("server.grpc.max_concurrent_streams", n, "must be from 1 to %d, got %d", uint32(math.MaxUint32), n)
 	}
+	k.adminAPI()
 	if k.c.Admin.Pprof {
 		host, _, err := net.SplitHostPort(k.c.Listen.Admin)
 		if ip := net.ParseIP(host); err == nil && (host == "" || ip != nil && !ip.IsLoopback()) {

@@ -39,6 +39,7 @@ func (k *checker) sessions() {
 			k.fail("sessions.touch.every", t.Every, "must be >= 0, got %s", t.Every)
 		}
 	}
+	k.sessionIndex()
 }
 
 func (k *checker) apiKeys() {

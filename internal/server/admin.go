@@ -56,6 +56,9 @@ func (s *Server) adminMux() *http.ServeMux {
 	if s.opts.Metrics != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Metrics.Registry, promhttp.HandlerOpts{}))
 	}
+	if s.opts.AdminAPI != nil {
+		mux.Handle("/v1/", peerGuard(s.opts.AdminAPIAllow, s.opts.AdminAPI))
+	}
 	switch {
 	case !s.opts.Pprof:
 	case !isLoopback(s.adminL.Addr()):

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +63,11 @@ type Options struct {
 	GRPC GRPCLimits
 	// Pprof serves /debug/pprof on the admin listener when its address is loopback.
 	Pprof bool
+	// AdminAPI, when set, serves every path under /v1/ on the admin listener, to loopback
+	// peers and peers in AdminAPIAllow only (adminapi.go).
+	AdminAPI http.Handler
+	// AdminAPIAllow lists the networks besides loopback whose peers may use AdminAPI.
+	AdminAPIAllow []netip.Prefix
 
 	Logger  *zap.Logger
 	Metrics *metrics.Metrics

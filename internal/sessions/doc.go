@@ -58,6 +58,16 @@
 // invalidates them. Any touch, this process's or the app's, is a change too, so an active
 // session is read from Redis again after each one.
 //
+// # Session index
+//
+// Index keeps, per subject, the sessions the sidecars have seen, so that an operator or the app
+// can list them and sign a user out everywhere (Revoke deletes the connect-redis keys). Its Redis
+// layout is public (see Index). A Recorder writes it from the decisions without slowing them:
+// Store.Seen, called with a resolved session, queues a visit when this process first builds
+// the Session and then at most once per RecorderOptions.Every, never blocking and never
+// allocating; Recorder.Run does the Redis work in the background. Listings show a session by
+// PublicID, never by its sid.
+//
 // # Secrets
 //
 // Cookie values, session ids and signing secrets never appear in errors, and the String and

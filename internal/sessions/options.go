@@ -50,6 +50,9 @@ type Options struct {
 	TouchEvery time.Duration
 	// Cache, when set, reads sessions through the Redis client's cache; see CacheOptions.
 	Cache *CacheOptions
+	// Recorder, when set, keeps the session index: Store.Seen hands it the sessions the
+	// caller used. Its Run must be running for anything to be written.
+	Recorder *Recorder
 }
 
 // String describes the options with the secrets left out, so that logging them is safe.

@@ -119,3 +119,26 @@ func encodeMAC(dst []byte, mac hash.Hash, sid string) {
 	var sum [sha256.Size]byte
 	base64.RawStdEncoding.Encode(dst, mac.Sum(sum[:0]))
 }
+
+// CookiePair returns the Cookie header pair a browser would send for sid signed with secret:
+// name + "=" + the signed value URL-encoded as the cookie package's serialize does
+// (encodeURIComponent). It exists for tooling ("extauthz sessions create") and tests.
+func CookiePair(name, sid, secret string) string {
+	const unreserved = "-_.!~*'()"
+	raw := Sign(sid, secret)
+	var b strings.Builder
+	b.WriteString(name)
+	b.WriteByte('=')
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || strings.IndexByte(unreserved, c) >= 0 {
+			b.WriteByte(c)
+			continue
+		}
+		const hexDigits = "0123456789ABCDEF"
+		b.WriteByte('%')
+		b.WriteByte(hexDigits[c>>4])
+		b.WriteByte(hexDigits[c&15])
+	}
+	return b.String()
+}

@@ -77,6 +77,9 @@ type Session struct {
 	// Headers lists, in header-name order, one Header per configured path present in the
 	// session whose value is a string, number or boolean without CR, LF or NUL.
 	Headers []Header
+
+	// mark is the session index's note (recorder.go); nil when the store has no Recorder.
+	mark *indexMark
 }
 
 // Header is one upstream header taken from the session.
@@ -99,6 +102,8 @@ type Store struct {
 	now   func() time.Time
 	// cache is Options.Cache, validated; nil when reads bypass the client-side cache.
 	cache *CacheOptions
+	// rec is Options.Recorder; nil when no session index is kept.
+	rec *Recorder
 }
 
 // memoSize bounds each generation of parsed sessions kept (about 1 KiB an entry).
@@ -114,7 +119,7 @@ func New(rdb Redis, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{rdb: rdb, cfg: cfg, now: time.Now, memo: newMemo(memoSize)}
+	s := &Store{rdb: rdb, cfg: cfg, now: time.Now, memo: newMemo(memoSize), rec: opts.Recorder}
 	if opts.Cache != nil {
 		c := *opts.Cache
 		s.cache = &c
@@ -189,11 +194,24 @@ func (s *Store) Resolve(ctx context.Context, cookieHeader string) (*Session, err
 		if !ok {
 			return nil, errNotJSON
 		}
-		e = memoEntry{data: data, sess: s.session(sid, obj), touchSec: touchSeconds(obj)}
+		sess := s.session(sid, obj)
+		if s.rec != nil {
+			sess.mark = &indexMark{expires: cookieExpires(obj)}
+		}
+		e = memoEntry{data: data, sess: sess, touchSec: touchSeconds(obj)}
 		s.memo.put(sid, e)
 	}
 	s.maybeTouch(ctx, key, sid, e.touchSec)
 	return e.sess, nil
+}
+
+// Seen hands a session Resolve returned, used by a client at ip with user agent ua, to the
+// session index (Options.Recorder); without one it does nothing. It never blocks: see
+// Recorder.Seen.
+func (s *Store) Seen(sess *Session, ip, ua string) {
+	if s.rec != nil {
+		s.rec.Seen(sess, ip, ua)
+	}
 }
 
 // ReadsScopes reports whether the store reads scopes from sessions (Options.Scopes is set), so

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -421,6 +422,23 @@ func TestExplainCredits(t *testing.T) {
 	}
 	if !x.Verdict.Allow || x.Verdict.Reason != "ok" {
 		t.Fatalf("verdict %+v", x.Verdict)
+	}
+
+	// Spent to 0 last month: the refill is due, and explain shows the refilled balance
+	// without storing it.
+	if _, err := redistest.Command(t.Context(), f.srv.Addr(), "", "HSET", rec.Credits.Key, "remaining", "0",
+		"period", strconv.FormatInt(ratelimit.RefillPeriod(ratelimit.RefillMonthly, now)-1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	before = f.redisState(t)
+	code, out, errOut = runCLI(t, "explain", "--config", cfgPath, "--path", "/api/items", "--header", "X-Api-Key: "+key)
+	if code != 0 || !strings.Contains(out, "credits    balance 5 of 5, refilled to 5 every 1mo, next "+next.Format(time.RFC3339)) ||
+		!strings.Contains(out, "the refill is due: the next request stores it: this request would be allowed") {
+		t.Fatalf("refill due: exit %d\n%s\n%s", code, out, errOut)
+	}
+	f.assertNoSecret(t, out, errOut)
+	if after := f.redisState(t); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("explain stored the refill:\nbefore %v\nafter  %v", before, after)
 	}
 }
 

@@ -26,9 +26,10 @@ const explainUsage = `Usage:
 Explains how the sidecar would decide one request with the config's policies, against the
 config's Redis (the embedded store, empty, when redis.url is not set): the policy that
 matches and why, each identity step, the roles and scopes checks, every limit with its
-Redis key and current count, and the verdict. Nothing is written to Redis: limits are read,
-not counted, and sessions are not touched. No cookie, session id or API key is printed;
-values of --header that can hold one are echoed as <redacted>.
+Redis key and current count, an API key's credits balance, and the verdict. Nothing is
+written to Redis: limits and credits are read, not counted or spent, and sessions are not
+touched. No cookie, session id or API key is printed; values of --header that can hold one
+are echoed as <redacted>.
 
 --path is the request target as the client sends it (a query string is allowed); --host
 defaults to localhost and --client (the address by: ip limits count) to 192.0.2.1.
@@ -304,6 +305,15 @@ func printExplanation(w io.Writer, x authz.Explanation, h *headerFlags, echo map
 			next = "this request would be OVER"
 		}
 		line("", "%s, remaining %d, resets in %s: %s", state, l.Remaining, time.Duration(l.ResetMS)*time.Millisecond, next)
+	}
+	if x.Credits != nil {
+		for i, text := range creditsLines(x.Credits) {
+			label := ""
+			if i == 0 {
+				label = "credits"
+			}
+			line(label, "%s", text)
+		}
 	}
 	v := x.Verdict
 	text := "deny"

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -120,9 +122,14 @@ func (f *explainFixture) redisState(t *testing.T) map[string]string {
 		key := k.(string)
 		typ, _ := redistest.Command(t.Context(), f.srv.Addr(), "", "TYPE", key)
 		v := typ.(string)
-		if v == "string" {
+		switch v {
+		case "string":
 			got, _ := redistest.Command(t.Context(), f.srv.Addr(), "", "GET", key)
 			v = got.(string)
+		case "hash":
+			// A credits balance, say: its fields are what a spend would change.
+			got, _ := redistest.Command(t.Context(), f.srv.Addr(), "", "HGETALL", key)
+			v = fmt.Sprint(got)
 		}
 		ttl, _ := redistest.Command(t.Context(), f.srv.Addr(), "", "TTL", key)
 		if ttl.(int64) < 0 {
@@ -310,6 +317,159 @@ func TestExplainJSON(t *testing.T) {
 	if h := x.Limits[3]; h.Skipped == "" || h.Key != "" {
 		t.Fatalf("header limit without the header %+v", h)
 	}
+}
+
+// An API key with credits: explain shows the balance and the verdict a decision would give,
+// over_credits with apikeys.credits_status at 0, spending nothing and printing no key.
+func TestExplainCredits(t *testing.T) {
+	f := newExplainFixture(t)
+	// The same config with credits_status: 403, to see that explain answers with it.
+	cfgPath := filepath.Join(t.TempDir(), "extauthz.yaml")
+	text := "redis: {url: " + f.srv.URL() + "}\n" + strings.Replace(explainConfig, "apikeys:\n", "apikeys:\n  credits_status: 403\n", 1)
+	if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key, rec := f.createKey(t, &apikeys.CreditParams{Initial: 2})
+	f.key = key // assertNoSecret looks for this key now
+	hdr := map[string]string{"x-api-key": key}
+	args := []string{"explain", "--config", cfgPath, "--path", "/api/items", "--header", "X-Api-Key: " + key}
+
+	before := f.redisState(t)
+	code, out, errOut := runCLI(t, args...)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		"credits    balance 2 of 2, no refill (only an operator adds credits): this request would be allowed",
+		"key " + rec.Credits.Key,
+		"verdict    allow 200 ok",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	f.assertNoSecret(t, out, errOut)
+	if !strings.Contains(rec.Credits.Key, rec.ID) {
+		t.Fatalf("balance key %q does not name the key id", rec.Credits.Key)
+	}
+
+	// Spent to 0 by real requests: explain says so, with the configured status, and exits 1.
+	for range 2 {
+		if d := f.decide(t, "GET", "/api/items", hdr); !d.Allow {
+			t.Fatalf("real request denied: %+v", d)
+		}
+	}
+	if d := f.decide(t, "GET", "/api/items", hdr); d.Allow || d.Reason != "over_credits" {
+		t.Fatalf("third real request: %+v, want over_credits", d)
+	}
+	spent := f.redisState(t)
+	if spent[rec.Credits.Key] == before[rec.Credits.Key] {
+		t.Fatalf("the balance did not change when spent: %q", spent[rec.Credits.Key])
+	}
+	code, out, errOut = runCLI(t, args...)
+	if code != 1 {
+		t.Fatalf("at 0: exit %d\n%s\n%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		"credits    balance 0 of 2, no refill (only an operator adds credits): this request would be OUT OF CREDITS",
+		`verdict    deny 403 over_credits "credits exhausted"`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	f.assertNoSecret(t, out, errOut)
+
+	code, out, errOut = runCLI(t, append(args, "--json")...)
+	if code != 1 {
+		t.Fatalf("--json at 0: exit %d\n%s\n%s", code, out, errOut)
+	}
+	f.assertNoSecret(t, out, errOut)
+	var x authz.Explanation
+	if err := json.Unmarshal([]byte(out), &x); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	if c := x.Credits; c == nil || c.Key != rec.Credits.Key || c.Balance != 0 || c.Quota != 2 || c.Refill != "none" ||
+		c.NextRefill != "" || c.NextRefillMS != 0 || c.Allowed || c.Unread != "" {
+		t.Fatalf("credits %+v", x.Credits)
+	}
+	if v := x.Verdict; v.Allow || v.Status != 403 || v.Reason != "over_credits" {
+		t.Fatalf("verdict %+v", v)
+	}
+	// Explain read the balance and changed nothing, over three runs.
+	after := f.redisState(t)
+	if fmt.Sprint(after) != fmt.Sprint(spent) {
+		t.Fatalf("explain changed Redis:\nbefore %v\nafter  %v", spent, after)
+	}
+
+	// A balance that refills monthly shows the refill and when it comes.
+	key, rec = f.createKey(t, &apikeys.CreditParams{Initial: 1, Refill: 5, Every: "1mo"})
+	f.key = key
+	code, out, errOut = runCLI(t, "explain", "--config", cfgPath, "--path", "/api/items", "--header", "X-Api-Key: "+key, "--json")
+	if code != 0 {
+		t.Fatalf("refill: exit %d\n%s\n%s", code, out, errOut)
+	}
+	f.assertNoSecret(t, out, errOut)
+	x = authz.Explanation{}
+	if err := json.Unmarshal([]byte(out), &x); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	next := time.Date(now.Year(), now.Month()+1, 1, 0, 0, 0, 0, time.UTC)
+	if c := x.Credits; c == nil || c.Balance != 1 || c.Quota != 5 || c.Refill != "1mo" || c.NextRefill != next.Format(time.RFC3339) ||
+		c.NextRefillMS <= 0 || c.NextRefillMS > time.Until(next).Milliseconds()+5000 || c.RefillDue || !c.Allowed {
+		t.Fatalf("credits with refill %+v, want the next refill at %s", x.Credits, next.Format(time.RFC3339))
+	}
+	if !x.Verdict.Allow || x.Verdict.Reason != "ok" {
+		t.Fatalf("verdict %+v", x.Verdict)
+	}
+
+	// Spent to 0 last month: the refill is due, and explain shows the refilled balance
+	// without storing it.
+	if _, err := redistest.Command(t.Context(), f.srv.Addr(), "", "HSET", rec.Credits.Key, "remaining", "0",
+		"period", strconv.FormatInt(ratelimit.RefillPeriod(ratelimit.RefillMonthly, now)-1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	before = f.redisState(t)
+	code, out, errOut = runCLI(t, "explain", "--config", cfgPath, "--path", "/api/items", "--header", "X-Api-Key: "+key)
+	if code != 0 || !strings.Contains(out, "credits    balance 5 of 5, refilled to 5 every 1mo, next "+next.Format(time.RFC3339)) ||
+		!strings.Contains(out, "the refill is due: the next request stores it: this request would be allowed") {
+		t.Fatalf("refill due: exit %d\n%s\n%s", code, out, errOut)
+	}
+	f.assertNoSecret(t, out, errOut)
+	if after := f.redisState(t); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("explain stored the refill:\nbefore %v\nafter  %v", before, after)
+	}
+}
+
+// createKey creates an API key with scope read and credits c in the fixture's Redis, through
+// the apikeys store as apikey create does.
+func (f *explainFixture) createKey(t *testing.T, c *apikeys.CreditParams) (string, apikeys.Record) {
+	t.Helper()
+	cfg, err := config.Load(f.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := redisconn.New(redisconn.Options{URL: f.srv.URL(), Timeout: 5 * time.Second, CacheBytes: -1}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rc.Close() })
+	if err := rc.WaitReady(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ks, err := apikeys.New(rc, apikeys.Options{Prefix: cfg.APIKeys.Prefix, TokenPrefix: cfg.APIKeys.TokenPrefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, rec, err := ks.Create(t.Context(), apikeys.CreateParams{Owner: "metered", Scopes: []string{"read"}, Credits: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rec.Credits.Enabled || rec.Credits.Key == "" {
+		t.Fatalf("created %+v without credits", rec.Credits)
+	}
+	return key, rec
 }
 
 // What matches nothing, what is refused, and what is not a command line.

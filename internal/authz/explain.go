@@ -27,8 +27,8 @@ var (
 )
 
 // Explanation is `extauthz explain`'s account of one request: which policy matched and why,
-// each identity step, the requirements, every limit with its key and current count, and the
-// verdict. It holds no secret: never a cookie, a session id or an API key; principals are ids
+// each identity step, the requirements, every limit with its key and current count, an API
+// key's credits balance, and the verdict. It holds no secret: never a cookie, a session id or an API key; principals are ids
 // (a session subject, an API key id) as limit keys and the decision metadata name them.
 type Explanation struct {
 	Request ExplainedRequest `json:"request"`
@@ -47,6 +47,9 @@ type Explanation struct {
 	Requirements []Requirement `json:"requirements"`
 	// Limits are the limits that apply to this caller, read without counting.
 	Limits []ExplainedLimit `json:"limits"`
+	// Credits is the API key's credits balance, read without spending; nil for a caller
+	// without credits.
+	Credits *ExplainedCredits `json:"credits,omitempty"`
 	// Verdict is what the sidecar would answer now.
 	Verdict Verdict `json:"verdict"`
 	// Notes are what the reader should know beyond the steps (a Redis read that failed, say).
@@ -377,8 +380,9 @@ func explainRequirements(st *policy.Set, p *policy.Policy, id identity, x *Expla
 }
 
 // explainLimits lists the limits that apply to id, keyed as limit() keys them, with their
-// counters: those the verdict read, or a peek of its own when the decision stopped before
-// its limits.
+// counters, and the API key's credits balance with creditsRequest, the request limit()
+// spends: what the verdict read, or a peek of its own when the decision stopped before its
+// limits.
 func (e *Engine) explainLimits(ctx context.Context, st *policy.Set, p *policy.Policy, id identity, r *Request, pl *peekLimiter, x *Explanation) {
 	limits := p.Limits
 	if id.kind == KindAPIKey && id.tier != "" {
@@ -387,7 +391,7 @@ func (e *Engine) explainLimits(ctx context.Context, st *policy.Set, p *policy.Po
 			x.Notes = append(x.Notes, fmt.Sprintf("tier %s: its limits replace the policy's", id.tier))
 		}
 	}
-	if len(limits) > 0 && !pl.called {
+	if (len(limits) > 0 || id.credits.Enabled) && !pl.called {
 		x.Notes = append(x.Notes, "the decision ends before the limits are checked: they are shown as they would count this caller, and count nothing")
 	}
 	var reqs []ratelimit.Request
@@ -420,14 +424,26 @@ func (e *Engine) explainLimits(ctx context.Context, st *policy.Set, p *policy.Po
 		}
 		x.Limits = append(x.Limits, el)
 	}
+	var credits ratelimit.Request
+	if id.credits.Enabled {
+		credits = creditsRequest(id.credits)
+		if _, read := pl.states[credits.Key]; !read {
+			reqs = append(reqs, credits)
+		}
+	}
 	if len(reqs) > 0 {
-		if _, sts, err := peek(ctx, pl.peek, reqs); err != nil {
+		if now, sts, err := peek(ctx, pl.peek, reqs); err != nil {
 			x.Notes = append(x.Notes, "the limits could not be read: "+ratelimit.CallReason(ctx, err))
 		} else {
+			pl.now = now
 			for i, s := range sts {
 				pl.states[reqs[i].Key] = s
 			}
 		}
+	}
+	if id.credits.Enabled {
+		s, read := pl.states[credits.Key]
+		x.Credits = explainedCredits(credits, s, read, pl.now)
 	}
 	for _, i := range at {
 		el := &x.Limits[i]
@@ -467,6 +483,8 @@ type peekLimiter struct {
 	states map[string]ratelimit.State
 	// called is set once the decision reached its limits.
 	called bool
+	// now is Redis's clock at the last peek.
+	now time.Time
 }
 
 func (pl *peekLimiter) Allow(ctx context.Context, reqs []ratelimit.Request) (time.Time, []ratelimit.Decision, error) {
@@ -475,16 +493,27 @@ func (pl *peekLimiter) Allow(ctx context.Context, reqs []ratelimit.Request) (tim
 	if err != nil {
 		return time.Time{}, nil, err
 	}
+	pl.now = now
 	ds := make([]ratelimit.Decision, len(sts))
 	for i, s := range sts {
 		pl.states[reqs[i].Key] = s
-		capacity := reqs[i].Limit.Requests
-		if reqs[i].Limit.Algorithm == ratelimit.AlgorithmGCRA && reqs[i].Limit.Burst > 0 {
-			capacity = reqs[i].Limit.Burst
+		lim := reqs[i].Limit
+		capacity := lim.Requests
+		if lim.Algorithm == ratelimit.AlgorithmGCRA && lim.Burst > 0 {
+			capacity = lim.Burst
 		}
 		ds[i] = ratelimit.Decision{Allowed: s.Allowed, Limit: capacity, Remaining: s.Remaining, Reset: s.Reset}
-		if !s.Allowed {
+		switch {
+		case s.Allowed:
+		case lim.Algorithm == ratelimit.AlgorithmCredits && lim.Refill == ratelimit.RefillNone:
+			// As the limiter answers: only an operator brings such a balance back.
+			ds[i].RetryAfter = ratelimit.MaxWindow
+		default:
 			ds[i].RetryAfter = max(s.Reset, time.Millisecond)
+		}
+		if lim.Algorithm == ratelimit.AlgorithmCredits {
+			// A balance above its quota is its own limit, as Decision documents.
+			ds[i].Limit = max(capacity, s.Remaining)
 		}
 	}
 	return now, ds, nil

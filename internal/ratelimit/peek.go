@@ -9,8 +9,8 @@ import (
 
 // State is what Peek read of one limit's counters, and what they mean now.
 type State struct {
-	// Keys are the Redis keys read: the Request's Key for fixed and GCRA, the current and the
-	// previous sub-window's keys for sliding.
+	// Keys are the Redis keys read: the Request's Key for fixed, GCRA and credits, the
+	// current and the previous sub-window's keys for sliding.
 	Keys []string
 	// Count is what the open window holds: a fixed window's count (0 when no window is
 	// open), the current sub-window's count for sliding. GCRA keeps no count: 0.
@@ -20,11 +20,17 @@ type State struct {
 	// TAT is GCRA's theoretical arrival time; zero when the key is missing. A TAT in the
 	// past means a full burst is available.
 	TAT time.Time
-	// Remaining is the quota left now, as Decision.Remaining counts it.
+	// Remaining is the quota left now, as Decision.Remaining counts it. For credits it is
+	// the balance a decision would see now, a refill that is due applied; like
+	// Decision.Remaining it may exceed the quota after an operator added credits.
 	Remaining int64
 	// Reset is when the quota is whole again (fixed: the window's end; sliding: the current
-	// sub-window's end; GCRA: the TAT); 0 when nothing is counted.
+	// sub-window's end; GCRA: the TAT); 0 when nothing is counted. For credits it is the time
+	// to the next refill, 0 without a refill.
 	Reset time.Duration
+	// Refilled is set for credits whose refill is due: the stored balance belongs to an
+	// earlier period, so Remaining is the refill amount, which the next decision stores.
+	Refilled bool
 	// Allowed reports whether a request of cost 1 would be allowed by this limit alone now.
 	Allowed bool
 }
@@ -34,8 +40,10 @@ type State struct {
 // the window in milliseconds. The reply is {seconds, microseconds, then three values per
 // key}: fixed: PTTL (0 when missing or without expiry: no open window), the count or "";
 // sliding: the current sub-window's start in Unix ms, its count or "", the previous one's or
-// ""; gcra: 0, the arrival time or "", "". Values are sent back as Redis stored them, so that
-// Go, not Lua's float64, reads them.
+// ""; gcra: 0, the arrival time or "", ""; credits: 0, the balance's remaining field or "",
+// its period field or "". Values are sent back as Redis stored them, so that Go, not Lua's
+// float64, reads them; the refill that is due is worked out in Go too (peekState), from the
+// same clock.
 const peekScript = `
 local t = redis.call('TIME')
 local sec, usec = tonumber(t[1]), tonumber(t[2])
@@ -56,6 +64,10 @@ for i = 1, #KEYS do
     reply[#reply+1] = start
     reply[#reply+1] = redis.call('GET', key .. ':' .. string.format('%.0f', start)) or ''
     reply[#reply+1] = redis.call('GET', key .. ':' .. string.format('%.0f', start - w)) or ''
+  elseif algo == 3 then
+    reply[#reply+1] = 0
+    reply[#reply+1] = redis.call('HGET', key, 'remaining') or ''
+    reply[#reply+1] = redis.call('HGET', key, 'period') or ''
   else
     reply[#reply+1] = 0
     reply[#reply+1] = redis.call('GET', key) or ''
@@ -184,7 +196,8 @@ func parsePeekReply(v any, n int) (time.Time, []peekRaw, error) {
 }
 
 // peekState reads one key's raw values as its algorithm does and works out what they mean at
-// now, with the arithmetic of limiterScript for a request of cost 1.
+// now, with the arithmetic of limiterScript for a request of cost 1. For credits that is the
+// refill of limiterCreditsRead, with RefillPeriod and NextRefill, the Go twins of its Lua.
 func peekState(r Request, raw peekRaw, now time.Time) (State, error) {
 	counter := func(s string) (int64, error) {
 		if s == "" {
@@ -226,6 +239,8 @@ func peekState(r Request, raw peekRaw, now time.Time) (State, error) {
 		st.Remaining = (lim.Requests*w - st.Previous*(w-e) - st.Count*w) / w
 		st.Reset = time.Duration(start+w)*time.Millisecond - time.Duration(now.UnixMicro())*time.Microsecond
 		st.Allowed = st.Previous*(w-e)+(st.Count+1)*w <= lim.Requests*w
+	case AlgorithmCredits:
+		return peekCredits(r, raw, now)
 	default:
 		st.Keys = []string{r.Key}
 		nowus := now.UnixMicro()
@@ -245,5 +260,35 @@ func peekState(r Request, raw peekRaw, now time.Time) (State, error) {
 	}
 	st.Remaining = min(max(st.Remaining, 0), capacity)
 	st.Reset = max(st.Reset, 0)
+	return st, nil
+}
+
+// peekCredits is peekState for a credits balance: a missing hash is a balance of 0 that is
+// never refilled (credits are not made up); one whose stored period is earlier than now's is
+// the refill amount; a stored period later than now's (a clock behind after a failover) is
+// not refilled backwards. The balance is not clamped to the quota: an operator may have
+// added more.
+func peekCredits(r Request, raw peekRaw, now time.Time) (State, error) {
+	st := State{Keys: []string{r.Key}}
+	var balance, period int64
+	if raw.a != "" {
+		var err error
+		if balance, err = strconv.ParseInt(raw.a, 10, 64); err != nil {
+			return st, fmt.Errorf("credits balance %q is not an integer", raw.a)
+		}
+		if raw.b != "" {
+			if period, err = strconv.ParseInt(raw.b, 10, 64); err != nil {
+				return st, fmt.Errorf("credits period %q is not an integer", raw.b)
+			}
+		}
+	}
+	if lim := r.Limit; lim.Refill != RefillNone {
+		if raw.a != "" && RefillPeriod(lim.Refill, now) > period {
+			balance, st.Refilled = lim.Requests, true
+		}
+		st.Reset = max(NextRefill(lim.Refill, now).Sub(now), 0)
+	}
+	st.Remaining = max(balance, 0)
+	st.Allowed = balance >= 1
 	return st, nil
 }

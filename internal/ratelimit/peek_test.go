@@ -3,6 +3,8 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -114,6 +116,118 @@ func TestPeekReadsWithoutCounting(t *testing.T) {
 			}
 			if _, ds, err = l.Allow(ctx, []Request{{Key: reqs[0].Key, Limit: reqs[0].Limit, Cost: 1}}); err != nil || ds[0].Allowed {
 				t.Fatalf("fixed after the peek said over: %v %v", ds, err)
+			}
+		})
+	}
+}
+
+// Peek reads a credits balance as a decision would see it now, changing nothing: a balance
+// without refill as stored, a refill that is due applied (not stored), a balance above its
+// quota unclamped, a missing balance as 0 and never refilled. What Allow answers next agrees.
+// On every topology, with the balances in three slots.
+func TestPeekCredits(t *testing.T) {
+	for _, topo := range slotTopologies {
+		t.Run(topo.name, func(t *testing.T) {
+			b := topo.start(t)
+			var opts []LimiterOption
+			if b.cluster != nil {
+				opts = append(opts, WithClusterSlots())
+			}
+			l := NewLimiter(b.rdb, opts...)
+			ctx := context.Background()
+			plain := Request{Key: "cr:{peek-a}", Limit: creditLimit(2, RefillNone)}
+			due := Request{Key: "cr:{peek-b}", Limit: creditLimit(5, RefillMonthly)}
+			notDue := Request{Key: "cr:{peek-c}", Limit: creditLimit(2, RefillDaily)}
+			missing := Request{Key: "cr:{peek-a}:missing", Limit: creditLimit(4, RefillDaily)}
+			b.spread(t, plain.Key, due.Key, notDue.Key)
+			reqs := []Request{plain, due, notDue, missing}
+
+			if _, err := InitCredits(ctx, b.rdb, plain.Key, 2, plain.Limit); err != nil {
+				t.Fatal(err)
+			}
+			now := b.admin.serverNow(t)
+			// A balance spent to 0 last month is due its refill; one of 3 (above its quota of
+			// 2, an operator added some) stored this day is not.
+			b.admin.do(t, "HSET", []string{due.Key}, "remaining", "0", "period", strconv.FormatInt(RefillPeriod(RefillMonthly, now)-1, 10))
+			b.admin.do(t, "HSET", []string{notDue.Key}, "remaining", "3", "period", strconv.FormatInt(RefillPeriod(RefillDaily, now), 10))
+			dump := func() string {
+				out := ""
+				for _, r := range reqs {
+					out += fmt.Sprintf("%s=%v ttl %d; ", r.Key, b.admin.do(t, "HGETALL", []string{r.Key}), b.admin.integer(t, "PTTL", []string{r.Key}))
+				}
+				return out
+			}
+			before := dump()
+			_, states, err := l.Peek(ctx, reqs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after := dump(); after != before {
+				t.Fatalf("peek changed the balances:\n%s\n%s", before, after)
+			}
+			if n := b.admin.integer(t, "EXISTS", []string{missing.Key}); n != 0 {
+				t.Fatal("peek created the missing balance")
+			}
+			near := func(got time.Duration, r Refill) bool {
+				left := NextRefill(r, now).Sub(now)
+				return got > left-5*time.Second && got <= left
+			}
+			if s := states[0]; s.Remaining != 2 || !s.Allowed || s.Reset != 0 || s.Refilled || len(s.Keys) != 1 || s.Keys[0] != plain.Key {
+				t.Fatalf("no refill: %+v", s)
+			}
+			if s := states[1]; s.Remaining != 5 || !s.Allowed || !s.Refilled || !near(s.Reset, RefillMonthly) {
+				t.Fatalf("refill due: %+v, want the refill amount 5 and the next month in %v", s, NextRefill(RefillMonthly, now).Sub(now))
+			}
+			if s := states[2]; s.Remaining != 3 || !s.Allowed || s.Refilled || !near(s.Reset, RefillDaily) {
+				t.Fatalf("refill not due: %+v, want the stored 3 (not clamped to 2) and the next day", s)
+			}
+			if s := states[3]; s.Remaining != 0 || s.Allowed || s.Refilled || !near(s.Reset, RefillDaily) {
+				t.Fatalf("missing: %+v, want 0, not allowed, never refilled", s)
+			}
+
+			// What Allow answers next agrees with the peek, one balance at a time (a
+			// denial in one call would spend nothing in the others).
+			for i, r := range reqs {
+				r.Cost = 1
+				_, ds, err := l.Allow(ctx, []Request{r})
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := states[i].Remaining
+				if states[i].Allowed {
+					want--
+				}
+				if d := ds[0]; d.Allowed != states[i].Allowed || d.Remaining != want || d.Reset != 0 && !near(d.Reset, r.Limit.Refill) {
+					t.Fatalf("%s: Allow gave %+v after a peek of %+v", r.Key, d, states[i])
+				}
+			}
+			// Spent to 0, the balance peeks as over.
+			_, states, err = l.Peek(ctx, reqs[:1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, ds, err := l.Allow(ctx, []Request{{Key: plain.Key, Limit: plain.Limit, Cost: 1}})
+			if err != nil || states[0].Remaining != 1 || !states[0].Allowed || !ds[0].Allowed {
+				t.Fatalf("peek %+v, then allow %v %v", states[0], ds, err)
+			}
+			if _, states, err = l.Peek(ctx, reqs[:1]); err != nil || states[0].Remaining != 0 || states[0].Allowed {
+				t.Fatalf("at 0: %+v %v", states, err)
+			}
+		})
+	}
+}
+
+// A credits balance that is not a number is ErrBadReply, never a made-up balance.
+func TestPeekCreditsBadReplies(t *testing.T) {
+	r := Request{Key: "k", Limit: creditLimit(1, RefillDaily)}
+	for name, reply := range map[string]any{
+		"balance not an int": []any{int64(1), int64(2), int64(0), "1.5", "3"},
+		"period not an int":  []any{int64(1), int64(2), int64(0), "1", "x"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			l := NewLimiter(replyScripter{reply})
+			if _, _, err := l.Peek(context.Background(), []Request{r}); !errors.Is(err, ErrBadReply) {
+				t.Fatalf("err = %v, want ErrBadReply", err)
 			}
 		})
 	}

@@ -26,8 +26,8 @@ const apikeyUsage = `Usage:
 Redis comes from --redis-url, else the config file's redis section (which EXTAUTHZ_REDIS_URL
 overrides, as for serve), else EXTAUTHZ_REDIS_URL. A config without redis.url selects the
 embedded store of the sidecar running with it (make run), reached at its redis.embedded_addr.
-The key prefixes come from the config file's apikeys section, or the defaults. --expires takes a Go duration (12h, 90m) or whole
-days (90d); without it the key never expires.
+The key prefixes come from the config file's apikeys section, or the defaults. --expires
+takes a Go duration (12h, 90m) or whole days (90d); without it the key never expires.
 `
 
 const (

@@ -13,10 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/extauthz/extauthz/internal/apikeys"
-	"github.com/extauthz/extauthz/internal/config"
 	"github.com/extauthz/extauthz/internal/redisconn"
 )
 
@@ -29,19 +26,17 @@ const apikeyUsage = `Usage:
   extauthz apikey credits ID [--set N | --add N] [--redis-url URL | --config FILE]
 
 Redis comes from --redis-url, else the config file's redis section (which EXTAUTHZ_REDIS_URL
-overrides, as for serve), else EXTAUTHZ_REDIS_URL. The key prefixes come from the config
-file's apikeys section, or the defaults. --expires takes a Go duration (12h, 90m) or whole
-days (90d); without it the key never expires. --credits meters the key: every request it makes
-spends a credit, and at zero it is denied (apikeys.credits_status); --refill sets the balance
-back to N every UTC day (1d) or on the 1st of every month (1mo). "credits ID" prints the
-balance, or sets it (--set) or adds to it (--add, negative takes away).
+overrides, as for serve), else EXTAUTHZ_REDIS_URL. A config without redis.url selects the
+embedded store of the sidecar running with it (make run), reached at its redis.embedded_addr.
+The key prefixes come from the config file's apikeys section, or the defaults. --expires
+takes a Go duration (12h, 90m) or whole days (90d); without it the key never expires.
+--credits meters the key: every request it makes spends a credit, and at zero it is denied
+(apikeys.credits_status); --refill sets the balance back to N every UTC day (1d) or on the
+1st of every month (1mo). "credits ID" prints the balance, or sets it (--set) or adds to it
+(--add, negative takes away).
 `
 
 const (
-	// apikeyRedisTimeout is the least per-call Redis deadline of these commands. The serve
-	// deadline (25ms by default) is sized for Envoy; an operator's one-off command over a VPN
-	// should not fail because one round trip took 30ms.
-	apikeyRedisTimeout = 5 * time.Second
 	// apikeyCommandTimeout bounds a whole command, so that a stuck Redis ends it with an error.
 	apikeyCommandTimeout = 30 * time.Second
 	// apikeyConnectTimeout bounds the wait for the first connection.
@@ -49,10 +44,6 @@ const (
 	// maxExpiryDays bounds "--expires Nd" well below time.Duration's ~292 years.
 	maxExpiryDays = 100 * 365
 )
-
-// errNoRedis is what the commands say when nothing names a Redis: keys written to the embedded
-// store would vanish with this process.
-var errNoRedis = errors.New("apikey commands need a Redis (--redis-url or redis.url): the embedded store is per process")
 
 // runAPIKey dispatches "extauthz apikey ..." and returns the exit code: 0 done, 1 failed,
 // 2 bad usage.
@@ -117,34 +108,10 @@ func parseFailed(err error) int {
 	return 2
 }
 
-// openStore builds the Redis client and the Store the flags, config file and environment
-// describe. The caller closes the client.
+// openStore builds the Redis client (cliRedis: the flags, the config file, the environment,
+// or a running sidecar's embedded store) and the Store on it. The caller closes the client.
 func openStore(rf *redisFlags, getenv func(string) string) (*apikeys.Store, *redisconn.Client, error) {
-	override := func(c *config.Config) {
-		if rf.redisURL != "" {
-			c.Redis.URL = rf.redisURL
-		}
-	}
-	var cfg *config.Config
-	if rf.config != "" {
-		var err error
-		if cfg, err = config.LoadWith(rf.config, getenv, override); err != nil {
-			return nil, nil, err
-		}
-	} else {
-		cfg = config.Default()
-		cfg.ApplyEnv(getenv)
-		override(cfg)
-		if err := cfg.Validate(); err != nil {
-			return nil, nil, err
-		}
-	}
-	if cfg.Embedded() {
-		return nil, nil, errNoRedis
-	}
-	opts := redisOptions(cfg.Redis, -1)
-	opts.Timeout = max(opts.Timeout, apikeyRedisTimeout)
-	rc, err := redisconn.New(opts, zap.NewNop())
+	cfg, rc, err := cliRedis(rf.redisURL, rf.config, getenv)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -201,7 +201,7 @@ func TestAPIKeyUsageErrors(t *testing.T) {
 		{"unknown flag", []string{"apikey", "list", "--yaml"}, 2, "flag provided but not defined"},
 		{"revoke without id", []string{"apikey", "revoke"}, 2, "exactly one ID"},
 		{"revoke two ids", []string{"apikey", "revoke", "k_a", "k_b"}, 2, "exactly one ID"},
-		{"no redis for create", []string{"apikey", "create", "--owner", "o"}, 1, "apikey commands need a Redis (--redis-url or redis.url): the embedded store is per process"},
+		{"no redis for create", []string{"apikey", "create", "--owner", "o"}, 1, "extauthz apikey create: need a Redis: no --redis-url, --config or EXTAUTHZ_REDIS_URL"},
 		{"no redis for list", []string{"apikey", "list"}, 1, "need a Redis"},
 		{"no redis for revoke", []string{"apikey", "revoke", "k_000000000000"}, 1, "need a Redis"},
 		{"config without redis", []string{"apikey", "list", "--config", writeConfig(t, "log: {level: debug}\n")}, 1, "need a Redis"},

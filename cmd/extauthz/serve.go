@@ -137,6 +137,10 @@ func serve(ctx context.Context, cfg *config.Config, configPath string, log *zap.
 	if !cfg.Cache.Enabled {
 		ropts.CacheBytes = -1
 	}
+	// Only serve listens on redis.embedded_addr: the other commands that start an embedded
+	// store of their own (extauthz test) take a free port, so that they never collide with
+	// the running sidecar whose store `apikey` and `sessions` reach there.
+	ropts.EmbeddedAddr = cfg.Redis.EmbeddedAddr
 	invalidations := m.CacheInvalidations.WithLabelValues("all")
 	ropts.OnInvalidation = func(keys int) { invalidations.Add(float64(keys)) }
 	rc, err = redisconn.New(ropts, log)

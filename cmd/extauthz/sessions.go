@@ -15,8 +15,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/extauthz/extauthz/internal/config"
 	"github.com/extauthz/extauthz/internal/redisconn"
 	"github.com/extauthz/extauthz/internal/sessions"
@@ -47,9 +45,6 @@ file, or the defaults.
 // defaultCreateTTL is the life of a session "sessions create" writes: connect-redis's default
 // ttl, 86400 s.
 const defaultCreateTTL = 24 * time.Hour
-
-// errSessionsNoRedis is what the commands say when nothing names a Redis.
-var errSessionsNoRedis = errors.New("sessions commands need a Redis (--redis-url or redis.url): the embedded store is per process")
 
 // runSessions dispatches "extauthz sessions ..." and returns the exit code: 0 done, 1 failed,
 // 2 bad usage.
@@ -93,31 +88,7 @@ type sessionsEnv struct {
 // openSessions loads the config the flags and environment describe and connects to its Redis.
 // The caller closes env.rc.
 func openSessions(rf *redisFlags, getenv func(string) string) (*sessionsEnv, error) {
-	override := func(c *config.Config) {
-		if rf.redisURL != "" {
-			c.Redis.URL = rf.redisURL
-		}
-	}
-	var cfg *config.Config
-	if rf.config != "" {
-		var err error
-		if cfg, err = config.LoadWith(rf.config, getenv, override); err != nil {
-			return nil, err
-		}
-	} else {
-		cfg = config.Default()
-		cfg.ApplyEnv(getenv)
-		override(cfg)
-		if err := cfg.Validate(); err != nil {
-			return nil, err
-		}
-	}
-	if cfg.Embedded() {
-		return nil, errSessionsNoRedis
-	}
-	opts := redisOptions(cfg.Redis, -1)
-	opts.Timeout = max(opts.Timeout, apikeyRedisTimeout)
-	rc, err := redisconn.New(opts, zap.NewNop())
+	cfg, rc, err := cliRedis(rf.redisURL, rf.config, getenv)
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +111,7 @@ func openSessions(rf *redisFlags, getenv func(string) string) (*sessionsEnv, err
 func withSessions(name string, rf *redisFlags, stderr io.Writer, fn func(context.Context, *sessionsEnv) int) int {
 	env, err := openSessions(rf, os.Getenv)
 	if err != nil {
-		if rf.config != "" && !errors.Is(err, errSessionsNoRedis) {
+		if rf.config != "" && !errors.Is(err, errNoRedis) {
 			printProblems(stderr, rf.config, err)
 		} else {
 			fmt.Fprintf(stderr, "extauthz sessions %s: %v\n", name, err)

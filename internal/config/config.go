@@ -23,6 +23,8 @@ const (
 	// defined once in redisurl (see redisurl.DefaultTimeout for why 25 ms).
 	DefaultRedisTimeout     = redisurl.DefaultTimeout
 	DefaultRedisDialTimeout = redisurl.DefaultDialTimeout
+	// DefaultEmbeddedAddr is redis.embedded_addr: a free loopback port per process.
+	DefaultEmbeddedAddr = redisurl.DefaultEmbeddedAddr
 	// MaxRedisTimeout bounds redis.timeout: a per-call deadline longer than this would let
 	// goroutines pile up behind a stuck Redis long after the proxy has given up on the call.
 	MaxRedisTimeout = 10 * time.Second
@@ -116,6 +118,10 @@ type Redis struct {
 	// URL is any form internal/redisurl parses: redis://, rediss:// (TLS), unix://,
 	// redis-sentinel://, redis-cluster:// and their TLS forms; empty is the embedded store.
 	URL string `yaml:"url"`
+	// EmbeddedAddr is where the embedded store listens when URL is empty: a loopback IP:port
+	// (the store has no password). Port 0, the default, picks a free port per process; a
+	// fixed port lets `extauthz apikey` reach the store of a running `extauthz serve`.
+	EmbeddedAddr string `yaml:"embedded_addr"`
 	// Username and Password override the URL's user info, so that the secret can come from
 	// the environment while the URL sits in a ConfigMap.
 	Username string `yaml:"username"`
@@ -213,6 +219,7 @@ func Default() *Config {
 			Admin: DefaultAdminAddr,
 		},
 		Redis: Redis{
+			EmbeddedAddr:  DefaultEmbeddedAddr,
 			Timeout:       Duration(DefaultRedisTimeout),
 			DialTimeout:   Duration(DefaultRedisDialTimeout),
 			PipelineSlots: DefaultPipelineSlots,

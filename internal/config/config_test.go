@@ -85,7 +85,7 @@ func TestParseGood(t *testing.T) {
 	full := Config{
 		Listen: Listen{GRPC: "0.0.0.0:7001", HTTP: "[::1]:7002", Admin: "localhost:7003"},
 		Redis: Redis{
-			URL: "rediss://app:secret@redis.internal:6380/2", Username: "other", Password: "override",
+			URL: "rediss://app:secret@redis.internal:6380/2", EmbeddedAddr: DefaultEmbeddedAddr, Username: "other", Password: "override",
 			Timeout: Duration(40 * time.Millisecond), DialTimeout: Duration(2 * time.Second),
 			PoolSize: 20, MinIdleConns: 2, PipelineSlots: DefaultPipelineSlots, PipelineMax: DefaultPipelineMax, MaxInflight: DefaultRedisMaxInflight,
 			TLS: TLS{CAFile: "/etc/ca.pem", CertFile: "/etc/client.pem", KeyFile: "/etc/client.key",

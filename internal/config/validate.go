@@ -200,6 +200,7 @@ func (k *checker) redis() {
 	if r.URL != "" {
 		tls, urlOK = k.redisURL(r.URL)
 	}
+	k.embeddedAddr()
 	switch {
 	case r.Timeout <= 0:
 		k.fail("redis.timeout", r.Timeout, "must be > 0, got %s", r.Timeout)
@@ -238,6 +239,31 @@ func (k *checker) redis() {
 		k.fail("redis.tls.cert_file", t.CertFile, "needs redis.tls.key_file too: a client certificate goes with its key")
 	case t.KeyFile != "" && t.CertFile == "":
 		k.fail("redis.tls.key_file", t.KeyFile, "needs redis.tls.cert_file too: a client key goes with its certificate")
+	}
+}
+
+// embeddedAddr checks redis.embedded_addr with the parser the store itself runs, even when
+// redis.url is set (a file that only works until someone comments the url out is not valid),
+// and, when the embedded store is in use on a fixed port, that no listener wants that port.
+func (k *checker) embeddedAddr() {
+	r := k.c.Redis
+	ap, err := redisurl.ParseEmbeddedAddr(r.EmbeddedAddr)
+	if err != nil {
+		k.fail("redis.embedded_addr", r.EmbeddedAddr, "%v", err)
+		return
+	}
+	if r.URL != "" || ap.Port() == 0 {
+		return
+	}
+	for _, l := range []struct{ path, val string }{
+		{"listen.grpc", k.c.Listen.GRPC},
+		{"listen.http", k.c.Listen.HTTP},
+		{"listen.admin", k.c.Listen.Admin},
+	} {
+		host, port, err := splitAddr(l.val)
+		if err == nil && port == int(ap.Port()) && (wildcard(host) || net.ParseIP(host).Equal(net.IP(ap.Addr().AsSlice()))) {
+			k.fail("redis.embedded_addr", r.EmbeddedAddr, "%q clashes with %s (%s)", r.EmbeddedAddr, l.path, l.val)
+		}
 	}
 }
 

@@ -23,15 +23,28 @@ type embeddedStore struct {
 	done chan struct{}
 }
 
-// newEmbedded starts a miniredis on a loopback port and connects to it over TCP, so that
+// newEmbedded starts a miniredis on a loopback port (opts.EmbeddedAddr) and connects to it over TCP, so that
 // callers run the same client code (scripts, transactions, deadlines) against it as against
 // a real Redis. Caching is off: miniredis rejects CLIENT TRACKING.
 func newEmbedded(opts Options, log *zap.Logger) (*Client, error) {
 	if !opts.TLS.isZero() {
 		return nil, errors.New("redisconn: tls options need a rediss:// url, not the embedded store")
 	}
+	addr := opts.EmbeddedAddr
+	if addr == "" {
+		addr = redisurl.DefaultEmbeddedAddr
+	}
+	// Checked here as well as in config: the store has no password, so no caller may put it
+	// where another host can reach it.
+	ap, err := redisurl.ParseEmbeddedAddr(addr)
+	if err != nil {
+		return nil, fmt.Errorf("redisconn: embedded store address: %w", err)
+	}
 	m := miniredis.NewMiniRedis()
-	if err := m.StartAddr("127.0.0.1:0"); err != nil {
+	if err := m.StartAddr(ap.String()); err != nil {
+		if ap.Port() != 0 {
+			return nil, fmt.Errorf("redisconn: start embedded store on %s (redis.embedded_addr): %w; is another extauthz serve using it?", ap, err)
+		}
 		return nil, fmt.Errorf("redisconn: start embedded store: %w", err)
 	}
 	s := &embeddedStore{m: m, stop: make(chan struct{}), done: make(chan struct{})}

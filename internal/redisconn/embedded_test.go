@@ -241,3 +241,46 @@ func TestEmbeddedStoresAreSeparate(t *testing.T) {
 		t.Errorf("second store holds %q (%v), want nothing", got, err)
 	}
 }
+
+// A fixed EmbeddedAddr is what lets a CLI command reach the store of a running sidecar: the
+// store listens there, a second client by URL sees the same data, and a second store on the
+// same address fails with a message that says why. A non-loopback address is refused before
+// anything listens, since the store has no password.
+func TestEmbeddedFixedAddr(t *testing.T) {
+	addr := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
+	core, logs := observer.New(zapcore.WarnLevel)
+	c, err := New(Options{EmbeddedAddr: addr, Timeout: time.Second}, zap.New(core))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if got := c.Describe(); got != "embedded in-memory store at "+addr {
+		t.Errorf("Describe() = %q, want the fixed address %s", got, addr)
+	}
+	warned := logs.FilterMessage(EmbeddedWarning).All()
+	if len(warned) != 1 || warned[0].ContextMap()["addr"] != addr {
+		t.Errorf("warning = %v, want one naming addr %s", warned, addr)
+	}
+	ctx := ctxFor(t)
+	if _, err := c.Do(ctx, "SET", []string{"shared"}, "yes"); err != nil {
+		t.Fatalf("SET: %v", err)
+	}
+	other := readyClient(t, Options{URL: "redis://" + addr, CacheBytes: -1, Timeout: time.Second})
+	if got, err := other.Get(ctx, "shared"); err != nil || got != "yes" {
+		t.Errorf("a client by URL at %s read %q, %v; want the embedded store's value", addr, got, err)
+	}
+
+	if c2, err := New(Options{EmbeddedAddr: addr}, nil); err == nil {
+		_ = c2.Close()
+		t.Error("a second embedded store on the same fixed address started")
+	} else if !strings.Contains(err.Error(), "redis.embedded_addr") || !strings.Contains(err.Error(), "another extauthz serve") {
+		t.Errorf("second store: %v, want a message naming redis.embedded_addr and another serve", err)
+	}
+
+	for _, bad := range []string{"0.0.0.0:0", "10.1.2.3:9004", "localhost:0"} {
+		if c3, err := New(Options{EmbeddedAddr: bad}, nil); err == nil {
+			_ = c3.Close()
+			t.Errorf("EmbeddedAddr %q accepted, want an error: the store has no password", bad)
+		}
+	}
+}

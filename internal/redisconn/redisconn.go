@@ -62,6 +62,10 @@ var (
 type Options struct {
 	// URL is any URL redisurl.Parse accepts. Empty means the embedded in-memory store.
 	URL string
+	// EmbeddedAddr is where the embedded store listens when URL is empty: a loopback
+	// IP:port (redisurl.ParseEmbeddedAddr). Empty means redisurl.DefaultEmbeddedAddr, a free
+	// port; a fixed port lets CLI commands reach the store of a running sidecar.
+	EmbeddedAddr string
 	// Username and Password override the URL's credentials for the data nodes when non-empty,
 	// so that the password can come from a secret while the URL sits in a ConfigMap. The
 	// sentinels' own credentials come from the URL only.

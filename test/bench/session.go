@@ -15,8 +15,9 @@ const (
 	benchSession = `{"cookie":{"originalMaxAge":86400000,"expires":null,"httpOnly":true,"path":"/"},"userId":"bench-user","role":"member"}`
 )
 
-// benchConfig is the sidecar's config file for the run: a session route with one
-// per-principal limit so high that every call is allowed and all the work is deciding.
+// benchConfig is the sidecar's config file for the run: a session route and an auth: optional
+// route, each with one per-principal limit so high that every call is allowed and all the work
+// is deciding.
 const benchConfig = `
 log: {level: warn}
 sessions:
@@ -29,6 +30,10 @@ policies:
     match: {path_prefix: /api/}
     auth: session
     limits: [{name: per-user, by: principal, requests: 1000000000, window: 1m}]
+  - name: bench-optional
+    match: {path_prefix: /feed/}
+    auth: optional
+    limits: [{name: per-caller, by: principal, requests: 1000000000, window: 1m}]
 `
 
 // benchCookie is the Cookie header value loadgen sends.

@@ -79,6 +79,20 @@ app.all("/internal/*", handler("internal"));
 app.all("/public/*", handler("public"));
 app.all("/", handler("root"));
 
+// GET /feed/*: a page anyone may see that is better for a signed-in caller (auth: optional in
+// the sidecar). It trusts the identity headers, as such apps do, and answers every copy of each
+// it received (from rawHeaders, so that two copies cannot hide behind Express's joining), plus
+// Express's own view of the session, so that a test sees exactly what reached the app.
+const identityHeaders = ["x-user-id", "x-user-role", "x-api-key-id", "x-extauthz-degraded", "x-api-key", "authorization"];
+app.get("/feed/*", (req, res) => {
+  const seen = {};
+  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
+    const name = req.rawHeaders[i].toLowerCase();
+    if (identityHeaders.includes(name)) (seen[name] = seen[name] || []).push(req.rawHeaders[i + 1]);
+  }
+  res.json({ handler: "feed", path: req.path, headers: seen, session: req.session.userId || null });
+});
+
 const server = app.listen(port, "127.0.0.1", () => {
   console.log("listening", server.address().port);
 });

@@ -1,0 +1,306 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/extauthz/extauthz/internal/redistest"
+)
+
+// optionalSecret signs the Express app's sessions in the optional-auth test.
+const optionalSecret = "optional-secret"
+
+// optionalIdentityHeaders are the headers that carry the sidecar's answer to the app: the
+// app must see the sidecar's values or none, never a client's.
+var optionalIdentityHeaders = []string{"x-user-id", "x-user-role", "x-api-key-id", "x-extauthz-degraded"}
+
+// optionalConfig puts the Express app's /feed behind auth: optional: /feed/count with a small
+// by: principal limit, /feed/v6 with a small by: ip limit (default ipv6_subnet, 56), and the
+// rest of /feed with a limit no test reaches. The proxies run on loopback, which is trusted,
+// so X-Forwarded-For through nginx says who the client is.
+func optionalConfig(redisURL string) string {
+	return fmt.Sprintf(`redis: {url: %s, timeout: 2s}
+log: {level: warn}
+trusted_proxies: [127.0.0.1/32, "::1/128"]
+client_ip_header: x-forwarded-for
+sessions:
+  secrets: [%s]
+  subject: userId
+  roles: role
+  headers: {x-user-id: userId, x-user-role: role}
+apikeys:
+  identity_headers: {x-api-key-id: id}
+policies:
+  - name: feed-count
+    match: {path_prefix: /feed/count}
+    auth: optional
+    limits: [{name: per-caller, by: principal, requests: 2, window: 1h}]
+  - name: feed-v6
+    match: {path_prefix: /feed/v6}
+    auth: optional
+    limits: [{name: per-network, by: ip, requests: 2, window: 1h}]
+  - name: feed
+    match: {path_prefix: /feed}
+    auth: optional
+    limits: [{name: feed, by: principal, requests: 1000, window: 1h}]
+`, redisURL, optionalSecret)
+}
+
+// feedReply is one answer through a proxy; App is what the Express /feed handler saw, when the
+// request got there.
+type feedReply struct {
+	Status int
+	Header http.Header
+	Body   string
+	App    *struct {
+		Handler string              `json:"handler"`
+		Headers map[string][]string `json:"headers"`
+		Session *string             `json:"session"`
+	}
+}
+
+func feedGet(t *testing.T, base, path string, headers map[string]string) feedReply {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	out := feedReply{Status: resp.StatusCode, Header: resp.Header, Body: readAll(resp.Body)}
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal([]byte(out.Body), &out.App); err != nil || out.App == nil || out.App.Handler != "feed" {
+			t.Fatalf("GET %s: 200 but not the Express feed handler's answer: %q", path, out.Body)
+		}
+	}
+	return out
+}
+
+// saw returns every copy of name the app received.
+func (r feedReply) saw(name string) []string {
+	if r.App == nil {
+		return nil
+	}
+	return r.App.Headers[name]
+}
+
+// anonymous fails unless the request reached the app with none of the identity headers (nor
+// the API key): status 200, never 401.
+func (r feedReply) anonymous(t *testing.T, what string) {
+	t.Helper()
+	if r.Status != http.StatusOK {
+		t.Errorf("%s: status %d, want 200 as an anonymous caller (auth: optional never answers 401): %s", what, r.Status, r.Body)
+		return
+	}
+	for _, h := range append(optionalIdentityHeaders, "x-api-key") {
+		if got := r.saw(h); len(got) != 0 {
+			t.Errorf("%s: the app received %s = %q, want none for an anonymous caller", what, h, got)
+		}
+	}
+}
+
+// identified fails unless the request reached the app with exactly want among the identity
+// headers, one copy each, and no API key.
+func (r feedReply) identified(t *testing.T, what string, want map[string]string) {
+	t.Helper()
+	if r.Status != http.StatusOK {
+		t.Errorf("%s: status %d, want 200: %s", what, r.Status, r.Body)
+		return
+	}
+	for _, h := range append(optionalIdentityHeaders, "x-api-key") {
+		got := r.saw(h)
+		if w, ok := want[h]; ok {
+			if len(got) != 1 || got[0] != w {
+				t.Errorf("%s: the app received %s = %q, want [%s]", what, h, got, w)
+			}
+		} else if len(got) != 0 {
+			t.Errorf("%s: the app received %s = %q, want none", what, h, got)
+		}
+	}
+}
+
+// optionalKey creates an API key for owner with the CLI and returns it and its id.
+func optionalKey(t *testing.T, redisURL, owner string) (key, id string) {
+	t.Helper()
+	code, out, errOut := runCLI(t, "apikey", "create", "--owner", owner, "--redis-url", redisURL)
+	m := regexp.MustCompile(`created api key (k_\S+)`).FindStringSubmatch(out)
+	if code != 0 || m == nil || !strings.HasPrefix(firstLine(out), "eak_") {
+		t.Fatalf("apikey create: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	return firstLine(out), m[1]
+}
+
+// TestOptionalAuthThroughProxies runs auth: optional end to end: real nginx and real Caddy, with
+// configurations generated by `extauthz config`, in front of the real Express app, whose /feed
+// handler reports the identity headers it received. Anonymous callers get through with no
+// identity header, whatever they forge; an Express login, a valid API key each get theirs; a
+// revoked key, a bad or logged-out cookie are anonymous, never 401; by: principal counts
+// anonymous callers per client address; and by: ip counts IPv6 clients per /56.
+func TestOptionalAuthThroughProxies(t *testing.T) {
+	t.Setenv("SESSION_SECRET", "")
+	t.Setenv("EXTAUTHZ_REDIS_URL", "")
+	r := redistest.Start(t)
+	app := startExpress(t, r.URL(), optionalSecret)
+	cfg := writeFile(t, t.TempDir(), "extauthz.yaml", optionalConfig(r.URL()))
+	s := startSidecar(t, "--config", cfg)
+	s.waitReady()
+	var secrets []string
+
+	for _, proxy := range []string{"nginx", "caddy"} {
+		t.Run(proxy, func(t *testing.T) {
+			var base string
+			if proxy == "nginx" {
+				base = startGeneratedNginx(t, requireBinary(t, "nginx", "apt-get install -y nginx"), cfg, s, app.base)
+			} else {
+				base = startGeneratedCaddy(t, requireBinary(t, "caddy", "apt-get install -y caddy"), cfg, s, app.base)
+			}
+			user := "ann-" + proxy
+			cookie := app.login(user, "editor")
+			key, keyID := optionalKey(t, r.URL(), "team-"+proxy)
+			revoked, revokedID := optionalKey(t, r.URL(), "gone-"+proxy)
+			// A well-formed key Redis does not know: its record deleted, as if never created.
+			unknown, _ := optionalKey(t, r.URL(), "never-"+proxy)
+			if n, err := r.Do(t.Context(), "DEL", "apikey:"+sha256Hex(unknown)); err != nil || n != ":1" {
+				t.Fatalf("delete the record of a key: %q %v", n, err)
+			}
+			if code, out, errOut := runCLI(t, "apikey", "revoke", revokedID, "--redis-url", r.URL()); code != 0 {
+				t.Fatalf("apikey revoke: exit %d, stdout %q, stderr %q", code, out, errOut)
+			}
+			secrets = append(secrets, cookie, key, revoked, unknown)
+			forged := map[string]string{"X-User-Id": "mallory", "X-User-Role": "admin", "X-Extauthz-Degraded": "auth", "X-Api-Key-Id": "k_forged"}
+			with := func(extra map[string]string) map[string]string {
+				h := map[string]string{}
+				for k, v := range forged {
+					h[k] = v
+				}
+				for k, v := range extra {
+					h[k] = v
+				}
+				return h
+			}
+			withCookie := func(c string) map[string]string { return map[string]string{"Cookie": "theme=dark; connect.sid=" + c} }
+
+			t.Run("anonymous gets through with no identity", func(t *testing.T) {
+				feedGet(t, base, "/feed/latest", nil).anonymous(t, "no credentials")
+				rep := feedGet(t, base, "/feed/latest", forged)
+				rep.anonymous(t, "forged x-user-id, x-user-role, x-extauthz-degraded, x-api-key-id")
+				if rep.App != nil && rep.App.Session != nil {
+					t.Errorf("Express saw a session %q for an anonymous caller", *rep.App.Session)
+				}
+			})
+
+			t.Run("Express login", func(t *testing.T) {
+				rep := feedGet(t, base, "/feed/latest", with(withCookie(cookie)))
+				rep.identified(t, "the login cookie, forged headers too", map[string]string{"x-user-id": user, "x-user-role": "editor"})
+				if rep.App != nil && (rep.App.Session == nil || *rep.App.Session != user) {
+					t.Errorf("Express's own req.session.userId = %v, want %s: the cookie must reach the app", rep.App.Session, user)
+				}
+			})
+
+			t.Run("valid API key", func(t *testing.T) {
+				feedGet(t, base, "/feed/latest", with(map[string]string{"X-Api-Key": key})).
+					identified(t, "the key, forged headers too", map[string]string{"x-api-key-id": keyID})
+			})
+
+			t.Run("dead credentials are anonymous, never 401", func(t *testing.T) {
+				loggedOut := app.login(user+"-out", "editor")
+				if code, body := app.do(http.MethodPost, "/logout", loggedOut); code != 200 {
+					t.Fatalf("express logout: %d %s", code, body)
+				}
+				for what, h := range map[string]map[string]string{
+					"revoked key":                 with(map[string]string{"X-Api-Key": revoked}),
+					"revoked key with a session":  with(map[string]string{"X-Api-Key": revoked, "Cookie": "connect.sid=" + cookie}),
+					"unknown key":                 with(map[string]string{"X-Api-Key": unknown}),
+					"cookie signed with another":  with(withCookie(signCookie(sidOf(t, cookie), "not-the-secret"))),
+					"cookie of an unknown sid":    with(withCookie(signCookie("no-such-session-0123456789", optionalSecret))),
+					"cookie of a logged-out user": with(withCookie(loggedOut)),
+					"cookie that is not signed":   with(map[string]string{"Cookie": "connect.sid=" + sidOf(t, cookie)}),
+				} {
+					feedGet(t, base, "/feed/latest", h).anonymous(t, what)
+				}
+				// A value that is not in the key format is not one of our keys (an app's own
+				// token, say): it is left for the app, and the caller is still anonymous.
+				rep := feedGet(t, base, "/feed/latest", with(map[string]string{"X-Api-Key": "not-one-of-ours"}))
+				if rep.Status != http.StatusOK || len(rep.saw("x-user-id")) != 0 || len(rep.saw("x-api-key-id")) != 0 || len(rep.saw("x-user-role")) != 0 {
+					t.Errorf("a foreign token: status %d, app saw %v, want 200 and no identity", rep.Status, rep.App)
+				}
+			})
+
+			t.Run("by: principal counts anonymous callers per address", func(t *testing.T) {
+				// Through nginx the client's X-Forwarded-For, left of nginx's own entry, names
+				// the client (loopback is trusted: here the header is all there is to tell two
+				// clients apart). Caddy replaces a client's copy, so every anonymous caller
+				// through it is 127.0.0.1, whatever it sends.
+				a, b := map[string]string{"X-Forwarded-For": "203.0.113.10"}, map[string]string{"X-Forwarded-For": "203.0.113.11"}
+				for i := 1; i <= 2; i++ {
+					rep := feedGet(t, base, "/feed/count", a)
+					rep.anonymous(t, fmt.Sprintf("anonymous call %d", i))
+					if proxy == "nginx" {
+						if got, want := rep.Header.Get("RateLimit"), fmt.Sprintf("limit=2, remaining=%d,", 2-i); !strings.HasPrefix(got, want) {
+							t.Errorf("anonymous call %d: RateLimit %q, want prefix %q", i, got, want)
+						}
+					}
+				}
+				if rep := feedGet(t, base, "/feed/count", a); rep.Status != http.StatusTooManyRequests {
+					t.Fatalf("third anonymous call from one address: %d, want 429: %s", rep.Status, rep.Body)
+				}
+				rep := feedGet(t, base, "/feed/count", b)
+				if proxy == "nginx" {
+					rep.anonymous(t, "another address has its own budget")
+				} else if rep.Status != http.StatusTooManyRequests {
+					t.Errorf("through Caddy, a forged X-Forwarded-For got a budget of its own: %d, want 429: %s", rep.Status, rep.Body)
+				}
+				// Signing in gives a caller its own budget, from the exhausted address too.
+				for i := 1; i <= 2; i++ {
+					feedGet(t, base, "/feed/count", with(map[string]string{"Cookie": "connect.sid=" + cookie, "X-Forwarded-For": "203.0.113.10"})).
+						identified(t, fmt.Sprintf("signed-in call %d from the exhausted address", i), map[string]string{"x-user-id": user, "x-user-role": "editor"})
+				}
+				if rep := feedGet(t, base, "/feed/count", withCookie(cookie)); rep.Status != http.StatusTooManyRequests {
+					t.Errorf("third signed-in call: %d, want 429 (the session's own budget is 2): %s", rep.Status, rep.Body)
+				}
+			})
+
+			if proxy != "nginx" {
+				return
+			}
+			t.Run("IPv6 clients count per /56", func(t *testing.T) {
+				// by: ip with the default ipv6_subnet (56): two addresses of
+				// 2001:db8:aa:100::/56 share one counter; 2001:db8:aa:200::/56 has another.
+				sameNet := []string{"2001:db8:aa:100::1", "2001:db8:aa:1ff:ffff::2", "2001:db8:aa:180::3"}
+				for i, ip := range sameNet[:2] {
+					rep := feedGet(t, base, "/feed/v6/x", map[string]string{"X-Forwarded-For": ip})
+					rep.anonymous(t, ip)
+					if got, want := rep.Header.Get("RateLimit"), fmt.Sprintf("limit=2, remaining=%d,", 1-i); !strings.HasPrefix(got, want) {
+						t.Errorf("%s: RateLimit %q, want prefix %q (one counter for the /56)", ip, got, want)
+					}
+				}
+				if rep := feedGet(t, base, "/feed/v6/x", map[string]string{"X-Forwarded-For": sameNet[2]}); rep.Status != http.StatusTooManyRequests {
+					t.Fatalf("a third address of the same /56: %d, want 429: %s", rep.Status, rep.Body)
+				}
+				rep := feedGet(t, base, "/feed/v6/x", map[string]string{"X-Forwarded-For": "2001:db8:aa:200::1"})
+				rep.anonymous(t, "another /56")
+				if got := rep.Header.Get("RateLimit"); !strings.HasPrefix(got, "limit=2, remaining=1,") {
+					t.Errorf("another /56: RateLimit %q, want a counter of its own (remaining=1)", got)
+				}
+			})
+		})
+	}
+
+	logs := s.logs.String()
+	for _, sec := range secrets {
+		if strings.Contains(logs, sec) {
+			t.Errorf("the sidecar's log holds a cookie or key")
+		}
+	}
+}

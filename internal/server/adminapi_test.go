@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -18,23 +20,39 @@ func TestPeerGuard(t *testing.T) {
 		name, remote string
 		forwarded    string
 		want         int
+		// local is the address the connection reached; "" means the loopback 127.0.0.1:9003.
+		local string
 	}{
-		{"loopback v4", "127.0.0.1:5000", "", 200},
-		{"loopback elsewhere in 127/8", "127.3.2.1:5000", "", 200},
-		{"loopback v6", "[::1]:5000", "", 200},
-		{"v4-mapped loopback", "[::ffff:127.0.0.1]:5000", "", 200},
-		{"allowed cidr", "10.1.200.3:5000", "", 200},
-		{"allowed v6 cidr", "[fd00::42]:5000", "", 200},
-		{"v4-mapped allowed", "[::ffff:10.1.0.9]:5000", "", 200},
-		{"pod network", "10.2.0.1:5000", "", 403},
-		{"public", "203.0.113.9:5000", "", 403},
-		{"headers do not count", "203.0.113.9:5000", "127.0.0.1", 403},
-		{"unreadable peer", "@", "", 403},
-		{"no port", "127.0.0.1", "", 403},
+		{"loopback v4", "127.0.0.1:5000", "", 200, ""},
+		{"loopback v6 to ::1", "[::1]:5000", "", 200, "[::1]:9003"},
+		// A mesh's inbound sidecar (Istio) hands another pod's connection to the pod address
+		// from 127.0.0.6: a loopback source that is not the app in this pod.
+		{"mesh passthrough: loopback source to the pod address", "127.0.0.6:5000", "", 403, "10.2.0.5:9003"},
+		{"loopback source to the pod address", "127.0.0.1:5000", "", 403, "10.2.0.5:9003"},
+		{"allowed cidr to the pod address", "10.1.200.3:5000", "", 200, "10.2.0.5:9003"},
+		{"no local address", "127.0.0.1:5000", "", 403, "none"},
+		{"loopback elsewhere in 127/8", "127.3.2.1:5000", "", 200, ""},
+		{"loopback v6", "[::1]:5000", "", 200, ""},
+		{"v4-mapped loopback", "[::ffff:127.0.0.1]:5000", "", 200, ""},
+		{"allowed cidr", "10.1.200.3:5000", "", 200, ""},
+		{"allowed v6 cidr", "[fd00::42]:5000", "", 200, ""},
+		{"v4-mapped allowed", "[::ffff:10.1.0.9]:5000", "", 200, ""},
+		{"pod network", "10.2.0.1:5000", "", 403, ""},
+		{"public", "203.0.113.9:5000", "", 403, ""},
+		{"headers do not count", "203.0.113.9:5000", "127.0.0.1", 403, ""},
+		{"unreadable peer", "@", "", 403, ""},
+		{"no port", "127.0.0.1", "", 403, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			r := httptest.NewRequest("GET", "/v1/sessions?user=a", nil)
 			r.RemoteAddr = tt.remote
+			switch tt.local {
+			case "":
+				r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, net.TCPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:9003"))))
+			case "none":
+			default:
+				r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(tt.local))))
+			}
 			if tt.forwarded != "" {
 				r.Header.Set("X-Forwarded-For", tt.forwarded)
 				r.Header.Set("X-Real-IP", tt.forwarded)

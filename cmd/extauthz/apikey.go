@@ -7,13 +7,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/extauthz/extauthz/internal/apikeys"
+	"github.com/extauthz/extauthz/internal/config"
 	"github.com/extauthz/extauthz/internal/redisconn"
 )
 
@@ -108,46 +108,18 @@ func parseFailed(err error) int {
 	return 2
 }
 
-// openStore builds the Redis client (cliRedis: the flags, the config file, the environment,
-// or a running sidecar's embedded store) and the Store on it. The caller closes the client.
-func openStore(rf *redisFlags, getenv func(string) string) (*apikeys.Store, *redisconn.Client, error) {
-	cfg, rc, err := cliRedis(rf.redisURL, rf.config, getenv)
-	if err != nil {
-		return nil, nil, err
-	}
-	st, err := apikeys.New(rc, apikeys.Options{Prefix: cfg.APIKeys.Prefix, TokenPrefix: cfg.APIKeys.TokenPrefix})
-	if err != nil {
-		_ = rc.Close()
-		return nil, nil, err
-	}
-	return st, rc, nil
-}
-
-// withStore opens the store, runs fn under the command deadline and reports a failure to
-// open as exit 1.
+// withStore opens the key store of the Redis the flags, the config file and the environment
+// name (cliRedis), with the file's key prefixes, and runs fn under the command deadline
+// (withRedis).
 func withStore(name string, rf *redisFlags, stderr io.Writer, fn func(context.Context, *apikeys.Store) int) int {
-	st, rc, err := openStore(rf, os.Getenv)
-	if err != nil {
-		if rf.config != "" && !errors.Is(err, errNoRedis) {
-			printProblems(stderr, rf.config, err)
-		} else {
+	return withRedis("apikey "+name, rf, stderr, func(ctx context.Context, cfg *config.Config, rc *redisconn.Client) int {
+		st, err := apikeys.New(rc, apikeys.Options{Prefix: cfg.APIKeys.Prefix, TokenPrefix: cfg.APIKeys.TokenPrefix})
+		if err != nil {
 			fmt.Fprintf(stderr, "extauthz apikey %s: %v\n", name, err)
+			return 1
 		}
-		return 1
-	}
-	defer rc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), apikeyCommandTimeout)
-	defer cancel()
-	// The client connects in the background and retries; a command waits for it a few
-	// seconds (a Sentinel or Cluster client asks several nodes first), then says why not.
-	wctx, wcancel := context.WithTimeout(ctx, apikeyConnectTimeout)
-	err = rc.WaitReady(wctx)
-	wcancel()
-	if err != nil {
-		fmt.Fprintf(stderr, "extauthz apikey %s: %v\n", name, err)
-		return 1
-	}
-	return fn(ctx, st)
+		return fn(ctx, st)
+	})
 }
 
 func runAPIKeyCreate(args []string, stdout, stderr io.Writer) int {

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"time"
 
 	"go.uber.org/zap"
@@ -116,4 +119,33 @@ func runningEmbeddedStore(cfg *config.Config, configPath string) (string, error)
 	}
 	_ = conn.Close()
 	return addr, nil
+}
+
+// withRedis finds the Redis of a one-off command (cliRedis), waits for its client to connect
+// and runs fn under the command deadline, then closes the client. A problem in the config file
+// is listed field by field (printProblems); any other failure is one line naming the command
+// ("apikey create", "sessions list"). It returns fn's exit code, or 1.
+func withRedis(command string, rf *redisFlags, stderr io.Writer, fn func(context.Context, *config.Config, *redisconn.Client) int) int {
+	cfg, rc, err := cliRedis(rf.redisURL, rf.config, os.Getenv)
+	if err != nil {
+		if rf.config != "" && !errors.Is(err, errNoRedis) {
+			printProblems(stderr, rf.config, err)
+		} else {
+			fmt.Fprintf(stderr, "extauthz %s: %v\n", command, err)
+		}
+		return 1
+	}
+	defer rc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), apikeyCommandTimeout)
+	defer cancel()
+	// The client connects in the background and retries; a command waits for it a few
+	// seconds (a Sentinel or Cluster client asks several nodes first), then says why not.
+	wctx, wcancel := context.WithTimeout(ctx, apikeyConnectTimeout)
+	err = rc.WaitReady(wctx)
+	wcancel()
+	if err != nil {
+		fmt.Fprintf(stderr, "extauthz %s: %v\n", command, err)
+		return 1
+	}
+	return fn(ctx, cfg, rc)
 }

@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -85,50 +84,23 @@ type sessionsEnv struct {
 	ix  *sessions.Index
 }
 
-// openSessions loads the config the flags and environment describe and connects to its Redis.
-// The caller closes env.rc.
-func openSessions(rf *redisFlags, getenv func(string) string) (*sessionsEnv, error) {
-	cfg, rc, err := cliRedis(rf.redisURL, rf.config, getenv)
-	if err != nil {
-		return nil, err
-	}
-	// The index is read whatever sessions.index.enabled says: an app may keep it itself.
-	ix, err := sessions.NewIndex(rc, sessions.IndexOptions{
-		Prefix:        cfg.Sessions.Index.Prefix,
-		SessionPrefix: cfg.Sessions.Prefix,
-		MaxPerUser:    cfg.Sessions.Index.MaxPerUser,
-		Subject:       cfg.Sessions.Subject,
-	})
-	if err != nil {
-		_ = rc.Close()
-		return nil, err
-	}
-	return &sessionsEnv{cfg: cfg, rc: rc, ix: ix}, nil
-}
-
-// withSessions opens Redis, runs fn under the command deadline and reports a failure to open
-// as exit 1.
+// withSessions opens the session index of the Redis the flags, the config file and the
+// environment name (cliRedis), and runs fn under the command deadline (withRedis). The index is
+// read whatever sessions.index.enabled says: an app may keep it itself.
 func withSessions(name string, rf *redisFlags, stderr io.Writer, fn func(context.Context, *sessionsEnv) int) int {
-	env, err := openSessions(rf, os.Getenv)
-	if err != nil {
-		if rf.config != "" && !errors.Is(err, errNoRedis) {
-			printProblems(stderr, rf.config, err)
-		} else {
+	return withRedis("sessions "+name, rf, stderr, func(ctx context.Context, cfg *config.Config, rc *redisconn.Client) int {
+		ix, err := sessions.NewIndex(rc, sessions.IndexOptions{
+			Prefix:        cfg.Sessions.Index.Prefix,
+			SessionPrefix: cfg.Sessions.Prefix,
+			MaxPerUser:    cfg.Sessions.Index.MaxPerUser,
+			Subject:       cfg.Sessions.Subject,
+		})
+		if err != nil {
 			fmt.Fprintf(stderr, "extauthz sessions %s: %v\n", name, err)
+			return 1
 		}
-		return 1
-	}
-	defer env.rc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), apikeyCommandTimeout)
-	defer cancel()
-	wctx, wcancel := context.WithTimeout(ctx, apikeyConnectTimeout)
-	err = env.rc.WaitReady(wctx)
-	wcancel()
-	if err != nil {
-		fmt.Fprintf(stderr, "extauthz sessions %s: %v\n", name, err)
-		return 1
-	}
-	return fn(ctx, env)
+		return fn(ctx, &sessionsEnv{cfg: cfg, rc: rc, ix: ix})
+	})
 }
 
 // badID explains why id is not a listed session id, without repeating it: what was pasted

@@ -169,12 +169,7 @@ func (f *FixedWindow) addSlots(ctx context.Context, keys []string, args []any) (
 	errs := make([]error, len(groups))
 	eachGroup(len(groups), func(g int) {
 		idx := groups[g]
-		gkeys := make([]string, len(idx))
-		gargs := make([]any, 0, 2*len(idx))
-		for j, i := range idx {
-			gkeys[j] = keys[i]
-			gargs = append(gargs, args[2*i], args[2*i+1])
-		}
+		gkeys, gargs := groupOf(idx, keys, args, 2)
 		v, err := f.rdb.Eval(ctx, f.sha, fixedWindowScript, gkeys, gargs...)
 		if err != nil {
 			errs[g] = fmt.Errorf("ratelimit: fixed window script: %w", err)
@@ -195,13 +190,5 @@ func (f *FixedWindow) addSlots(ctx context.Context, keys []string, args []any) (
 			return FixedWindowResult{}, err
 		}
 	}
-	// The earliest clock: a caller that derives a window's reset from Now then errs short,
-	// never by a whole window, should a boundary fall between two slots' scripts.
-	now := nows[0]
-	for _, t := range nows[1:] {
-		if t.Before(now) {
-			now = t
-		}
-	}
-	return FixedWindowResult{Now: now, Counts: counts}, nil
+	return FixedWindowResult{Now: earliest(nows), Counts: counts}, nil
 }

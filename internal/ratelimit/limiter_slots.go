@@ -17,12 +17,10 @@ func (l *Limiter) allowSlots(ctx context.Context, reqs []Request, keys []string,
 	errs := make([]error, len(groups))
 	eachGroup(len(groups), func(g int) {
 		idx := groups[g]
-		gkeys := make([]string, len(idx))
+		gkeys, gargs := groupOf(idx, keys, args, limiterArgs)
 		greqs := make([]Request, len(idx))
-		gargs := make([]any, 0, limiterArgs*len(idx))
 		for j, i := range idx {
-			gkeys[j], greqs[j] = keys[i], reqs[i]
-			gargs = append(gargs, args[limiterArgs*i:limiterArgs*(i+1)]...)
+			greqs[j] = reqs[i]
 		}
 		v, err := l.rdb.Eval(ctx, l.groupSHA, limiterGroupScript, gkeys, gargs...)
 		if err != nil {
@@ -44,12 +42,7 @@ func (l *Limiter) allowSlots(ctx context.Context, reqs []Request, keys []string,
 			return time.Time{}, nil, err
 		}
 	}
-	now := nows[0]
-	for _, t := range nows[1:] {
-		if t.Before(now) {
-			now = t
-		}
-	}
+	now := earliest(nows)
 	// The slots that counted: every decision allowed and some cost. They are undone only
 	// when another slot denied.
 	var undo []int

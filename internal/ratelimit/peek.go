@@ -118,12 +118,7 @@ func (l *Limiter) Peek(ctx context.Context, reqs []Request) (time.Time, []State,
 	errs := make([]error, len(groups))
 	eachGroup(len(groups), func(g int) {
 		idx := groups[g]
-		gkeys := make([]string, len(idx))
-		gargs := make([]any, 0, 2*len(idx))
-		for j, i := range idx {
-			gkeys[j] = keys[i]
-			gargs = append(gargs, args[2*i:2*i+2]...)
-		}
+		gkeys, gargs := groupOf(idx, keys, args, 2)
 		v, err := l.rdb.Eval(ctx, peekSHA, peekScript, gkeys, gargs...)
 		if err != nil {
 			errs[g] = fmt.Errorf("ratelimit: peek script: %w", err)
@@ -148,13 +143,7 @@ func (l *Limiter) Peek(ctx context.Context, reqs []Request) (time.Time, []State,
 			return time.Time{}, nil, err
 		}
 	}
-	now := nows[0]
-	for _, t := range nows[1:] {
-		if t.Before(now) {
-			now = t
-		}
-	}
-	return now, states, nil
+	return earliest(nows), states, nil
 }
 
 // peekRaw is one key's part of peekScript's reply.

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"strings"
 	"sync"
+	"time"
 )
 
 // Slots is the number of Redis Cluster hash slots.
@@ -70,6 +71,31 @@ func eachGroup(n int, fn func(g int)) {
 	}
 	fn(0)
 	wg.Wait()
+}
+
+// groupOf returns the keys and the arguments (per of them a key) of the requests a slot group
+// names, in the group's order: what one slot's script is sent.
+func groupOf(idx []int, keys []string, args []any, per int) ([]string, []any) {
+	gkeys := make([]string, len(idx))
+	gargs := make([]any, 0, per*len(idx))
+	for j, i := range idx {
+		gkeys[j] = keys[i]
+		gargs = append(gargs, args[per*i:per*(i+1)]...)
+	}
+	return gkeys, gargs
+}
+
+// earliest is the earliest of the slots' clocks, the one a call spanning slots answers with:
+// a caller that derives a window's reset from it then errs short, never by a whole window,
+// should a boundary fall between two slots' scripts.
+func earliest(nows []time.Time) time.Time {
+	now := nows[0]
+	for _, t := range nows[1:] {
+		if t.Before(now) {
+			now = t
+		}
+	}
+	return now
 }
 
 // crc16Table is CRC16-CCITT (XMODEM: polynomial 0x1021, initial value 0), the checksum

@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/extauthz/extauthz/internal/redistest"
 )
@@ -66,20 +65,9 @@ type feedReply struct {
 
 func feedGet(t *testing.T, base, path string, headers map[string]string) feedReply {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, base+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	out := feedReply{Status: resp.StatusCode, Header: resp.Header, Body: readAll(resp.Body)}
-	if resp.StatusCode == http.StatusOK {
+	status, header, body := askHTTP(t, base+path, headers)
+	out := feedReply{Status: status, Header: header, Body: body}
+	if status == http.StatusOK {
 		if err := json.Unmarshal([]byte(out.Body), &out.App); err != nil || out.App == nil || out.App.Handler != "feed" {
 			t.Fatalf("GET %s: 200 but not the Express feed handler's answer: %q", path, out.Body)
 		}

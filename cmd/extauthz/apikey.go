@@ -48,26 +48,12 @@ const (
 // runAPIKey dispatches "extauthz apikey ..." and returns the exit code: 0 done, 1 failed,
 // 2 bad usage.
 func runAPIKey(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, apikeyUsage)
-		return 2
-	}
-	switch args[0] {
-	case "create":
-		return runAPIKeyCreate(args[1:], stdout, stderr)
-	case "list":
-		return runAPIKeyList(args[1:], stdout, stderr)
-	case "revoke":
-		return runAPIKeyRevoke(args[1:], stdout, stderr)
-	case "credits":
-		return runAPIKeyCredits(args[1:], stdout, stderr)
-	case "help", "--help", "-help", "-h":
-		fmt.Fprint(stdout, apikeyUsage)
-		return 0
-	default:
-		fmt.Fprintf(stderr, "extauthz apikey: unknown command %q\n\n%s", args[0], apikeyUsage)
-		return 2
-	}
+	return dispatch("apikey", apikeyUsage, map[string]subcommand{
+		"create":  runAPIKeyCreate,
+		"list":    runAPIKeyList,
+		"revoke":  runAPIKeyRevoke,
+		"credits": runAPIKeyCredits,
+	}, args, stdout, stderr)
 }
 
 // redisFlags are the flags every apikey command takes to find Redis.

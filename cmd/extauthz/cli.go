@@ -93,3 +93,27 @@ func versionString() string {
 	}
 	return fmt.Sprintf("extauthz %s (commit %s, %s, %s/%s)", version, c, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
+
+// subcommand runs one command of a group ("apikey create") on its own arguments and returns
+// the exit code.
+type subcommand func(args []string, stdout, stderr io.Writer) int
+
+// dispatch runs the subcommand args[0] names in group, or prints usage: on stdout for help
+// (exit 0), on stderr for none or an unknown one (exit 2).
+func dispatch(group, usage string, cmds map[string]subcommand, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "help", "--help", "-help", "-h":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "extauthz %s: unknown command %q\n\n%s", group, args[0], usage)
+		return 2
+	}
+	return cmd(args[1:], stdout, stderr)
+}

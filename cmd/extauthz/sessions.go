@@ -48,24 +48,11 @@ const defaultCreateTTL = 24 * time.Hour
 // runSessions dispatches "extauthz sessions ..." and returns the exit code: 0 done, 1 failed,
 // 2 bad usage.
 func runSessions(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, sessionsUsage)
-		return 2
-	}
-	switch args[0] {
-	case "list":
-		return runSessionsList(args[1:], stdout, stderr)
-	case "revoke":
-		return runSessionsRevoke(args[1:], stdout, stderr)
-	case "create":
-		return runSessionsCreate(args[1:], stdout, stderr)
-	case "help", "--help", "-help", "-h":
-		fmt.Fprint(stdout, sessionsUsage)
-		return 0
-	default:
-		fmt.Fprintf(stderr, "extauthz sessions: unknown command %q\n\n%s", args[0], sessionsUsage)
-		return 2
-	}
+	return dispatch("sessions", sessionsUsage, map[string]subcommand{
+		"list":   runSessionsList,
+		"revoke": runSessionsRevoke,
+		"create": runSessionsCreate,
+	}, args, stdout, stderr)
 }
 
 func newSessionsFlags(name string, stderr io.Writer) (*flag.FlagSet, *redisFlags) {

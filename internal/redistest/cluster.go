@@ -419,10 +419,12 @@ func (c *Cluster) WaitFailover(oldMaster string, timeout time.Duration) (string,
 // goroutine, for example while a load runs.
 //
 // It passes --cluster-replace, as an operator resharding a live cluster would: once in CI a
-// key of a moving slot was on both nodes when its MIGRATE ran ("Target key exists"), and
-// without REPLACE redis-cli aborts the whole reshard (it can compare the two values only
-// with DEBUG, which the servers refuse). With it, the source's copy wins; a test that counts
-// exactly through the move still sees the difference.
+// key of a moving slot was on both nodes when redis-cli migrated it ("Target key exists").
+// That is what a MIGRATE that times out on a loaded machine leaves behind: the target has the
+// copy, the source never heard so and keeps its own, and redis-cli's retry finds both (see
+// redis/redis#5271). Without REPLACE redis-cli then aborts the whole reshard, since it can
+// compare the two values only with DEBUG, which the servers refuse. The two copies are the
+// same key's, taken a moment apart.
 func (c *Cluster) Reshard(from, to string, slots int) error {
 	fromID, toID := c.ids[from], c.ids[to]
 	if fromID == "" || toID == "" {

@@ -20,7 +20,8 @@ var optionalIdentityHeaders = []string{"x-user-id", "x-user-role", "x-api-key-id
 
 // optionalConfig puts the Express app's /feed behind auth: optional: /feed/count with a small
 // by: principal limit, /feed/v6 with a small by: ip limit (default ipv6_subnet, 56), and the
-// rest of /feed with a limit no test reaches. The proxies run on loopback, which is trusted,
+// rest of /feed with a limit no test reaches. /feed/shadow is a dry run of a strict policy
+// (a session, one request an hour per user) in mode: shadow. The proxies run on loopback, which is trusted,
 // so X-Forwarded-For through nginx says who the client is.
 func optionalConfig(redisURL string) string {
 	return fmt.Sprintf(`redis: {url: %s, timeout: 2s}
@@ -43,6 +44,11 @@ policies:
     match: {path_prefix: /feed/v6}
     auth: optional
     limits: [{name: per-network, by: ip, requests: 2, window: 1h}]
+  - name: feed-shadow
+    match: {path_prefix: /feed/shadow}
+    auth: session
+    mode: shadow
+    limits: [{name: per-user, by: principal, requests: 1, window: 1h}]
   - name: feed
     match: {path_prefix: /feed}
     auth: optional
@@ -259,6 +265,23 @@ func TestOptionalAuthThroughProxies(t *testing.T) {
 				}
 			})
 
+			t.Run("a shadow policy lets everyone through and opens no hole", func(t *testing.T) {
+				// No session, forged identity: enforcing would answer 401; the dry run lets it
+				// through as the anonymous caller it is.
+				feedGet(t, base, "/feed/shadow/x", forged).anonymous(t, "shadow, no session, forged headers")
+				// A signed-in caller, then over the one-an-hour limit (429 if enforced): both
+				// through with the session's identity, and no RateLimit headers for the client.
+				for i := 1; i <= 2; i++ {
+					rep := feedGet(t, base, "/feed/shadow/x", with(withCookie(cookie)))
+					rep.identified(t, fmt.Sprintf("shadow, signed in, call %d", i), map[string]string{"x-user-id": user, "x-user-role": "editor"})
+					for _, h := range []string{"RateLimit", "RateLimit-Policy", "Retry-After"} {
+						if v := rep.Header.Get(h); v != "" {
+							t.Errorf("shadow call %d: the client got %s: %q from a dry run", i, h, v)
+						}
+					}
+				}
+			})
+
 			if proxy != "nginx" {
 				return
 			}
@@ -285,6 +308,14 @@ func TestOptionalAuthThroughProxies(t *testing.T) {
 		})
 	}
 
+	// The dry run was counted: per proxy, the anonymous call (unauthenticated) and the second
+	// signed-in call (over_limit); the first signed-in call was within the limit.
+	if got := metricValue(t, s, `extauthz_would_deny_total{policy="feed-shadow",reason="unauthenticated"}`); got != 2 {
+		t.Errorf("would_deny unauthenticated = %v, want 2 (one per proxy)", got)
+	}
+	if got := metricValue(t, s, `extauthz_would_deny_total{policy="feed-shadow",reason="over_limit"}`); got != 2 {
+		t.Errorf("would_deny over_limit = %v, want 2 (one per proxy)", got)
+	}
 	logs := s.logs.String()
 	for _, sec := range secrets {
 		if strings.Contains(logs, sec) {

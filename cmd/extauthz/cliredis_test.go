@@ -147,3 +147,34 @@ func between(s, before, after string) string {
 	v, _, _ := strings.Cut(rest, after)
 	return v
 }
+
+// TestExplainOnRunningEmbeddedStore: explain with a config that has no redis.url reads the
+// embedded store of the sidecar running with it (make run), so a key created there is found
+// and its limit's count is the store's; with nothing at the address it says it ran on an empty
+// store instead.
+func TestExplainOnRunningEmbeddedStore(t *testing.T) {
+	noRedisEnv(t)
+	_, addr := runningStore(t)
+	cfgPath := writeConfig(t, "redis: {embedded_addr: '"+addr+"'}\n"+
+		"policies:\n  - {name: api, match: {path_prefix: /api/}, auth: apikey, limits: [{name: per-key, by: principal, requests: 5, window: 1m}]}\n")
+	code, out, errOut := runCLI(t, "apikey", "create", "--config", cfgPath, "--owner", "alice")
+	if code != 0 {
+		t.Fatalf("create: exit %d, stderr %q", code, errOut)
+	}
+	key, _, _ := strings.Cut(out, "\n")
+	code, out, errOut = runCLI(t, "explain", "--config", cfgPath, "--method", "GET", "--path", "/api/x", "--header", "x-api-key:"+key)
+	if code != 0 || !strings.Contains(out, addr) || !strings.Contains(out, "allow") {
+		t.Fatalf("explain on the running store: exit %d, stdout %q, stderr %q; want 0, allow, and a note naming %s", code, out, errOut, addr)
+	}
+	if strings.Contains(out+errOut, key) {
+		t.Fatal("explain printed the API key")
+	}
+
+	// Nothing answers at a fixed address: an empty store of its own, and the note says so.
+	empty := writeConfig(t, "redis: {embedded_addr: '127.0.0.1:"+strconv.Itoa(redistest.FreePort(t))+"'}\n"+
+		"policies:\n  - {name: api, match: {path_prefix: /api/}, auth: apikey}\n")
+	code, out, errOut = runCLI(t, "explain", "--config", empty, "--method", "GET", "--path", "/api/x", "--header", "x-api-key:"+key)
+	if code != 1 || !strings.Contains(out, "empty embedded store") {
+		t.Fatalf("explain with nothing running: exit %d, stdout %q, stderr %q; want 1 (the key is unknown there) and the empty-store note", code, out, errOut)
+	}
+}

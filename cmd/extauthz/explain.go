@@ -24,7 +24,8 @@ const explainUsage = `Usage:
                    [--cookie C] [--client IP] [--policy NAME] [--json]
 
 Explains how the sidecar would decide one request with the config's policies, against the
-config's Redis (the embedded store, empty, when redis.url is not set): the policy that
+config's Redis (without redis.url, the embedded store of a sidecar running with the config
+at a fixed redis.embedded_addr, as make run does, else an empty one): the policy that
 matches and why, each identity step, the roles and scopes checks, every limit with its
 Redis key and current count, an API key's credits balance, and the verdict. Nothing is
 written to Redis: limits and credits are read, not counted or spent, and sessions are not
@@ -139,6 +140,16 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 
 	opts := redisOptions(cfg.Redis, -1)
 	opts.Timeout = max(opts.Timeout, explainRedisTimeout)
+	// No redis.url: the embedded store of the sidecar running with this config (`make run`),
+	// when its redis.embedded_addr is a fixed port and it answers there, so that explain sees
+	// the keys, sessions and counts that sidecar decides on; otherwise an empty store of its own.
+	running := ""
+	if cfg.Embedded() {
+		if addr, err := runningEmbeddedStore(cfg, *cfgPath); err == nil {
+			running = addr
+			opts.URL, opts.Username, opts.Password = "redis://"+addr, "", ""
+		}
+	}
 	rc, err := redisconn.New(opts, zap.NewNop())
 	if err != nil {
 		fmt.Fprintf(stderr, "extauthz explain: redis: %v\n", err)
@@ -181,8 +192,11 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		raw.Headers = map[string]string{}
 	}
 	x := engine.Explain(ctx, raw, ratelimit.NewLimiter(rc, lopts...))
-	if rc.Embedded() {
-		x.Notes = append(x.Notes, "redis.url is not set: this ran on an empty embedded store, so no session or API key is found and every count is 0")
+	switch {
+	case running != "":
+		x.Notes = append(x.Notes, "redis.url is not set: this read the embedded store of the sidecar running with this config, at "+running+" (redis.embedded_addr)")
+	case rc.Embedded():
+		x.Notes = append(x.Notes, "redis.url is not set and no sidecar with this config answers at a fixed redis.embedded_addr: this ran on an empty embedded store, so no session or API key is found and every count is 0")
 	}
 	echo := echoHeaders(&headers, cfg)
 	if *asJSON {

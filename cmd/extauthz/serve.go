@@ -271,6 +271,11 @@ func reloadPolicies(path string, running *config.Config, engine *authz.Engine, l
 		if cfg.Cache != running.Cache || cfg.Tracing != running.Tracing {
 			log.Warn("SIGHUP: cache and tracing changes need a restart; keeping the running ones", zap.String("file", path))
 		}
+		if !reflect.DeepEqual(cfg.Admin, running.Admin) {
+			// admin.api_allow decides who may sign users out: say loudly that an edit to it
+			// is not in force yet.
+			log.Warn("SIGHUP: admin changes (pprof, api, api_allow) need a restart; keeping the running ones", zap.String("file", path))
+		}
 		// The running sessions and apikeys sections stay: the policy set compiled from them
 		// must describe what the running resolvers set.
 		cfg.Sessions, cfg.APIKeys = running.Sessions, running.APIKeys

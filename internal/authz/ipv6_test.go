@@ -43,59 +43,37 @@ policies:
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	decide := func(path, ip string, headers ...string) int {
-		return e.Decide(ctx, from("GET", path, ip, headers...)).Status
-	}
-
-	// Two addresses of one /56 share the default limit: the third request is over.
-	if s := decide("/x", "2001:db8:1234:5601::1"); s != 200 {
-		t.Fatalf("1st: %d", s)
-	}
-	if s := decide("/x", "2001:db8:1234:56ff:abcd::2"); s != 200 {
-		t.Fatalf("2nd: %d", s)
-	}
-	if s := decide("/x", "2001:db8:1234:5677::3"); s != 429 {
-		t.Fatalf("3rd address of the same /56: %d, want 429", s)
-	}
-	// The neighbouring /56 has its own counter.
-	if s := decide("/x", "2001:db8:1234:5700::1"); s != 200 {
-		t.Fatalf("another /56: %d, want 200", s)
-	}
-
-	// ipv6_subnet: 128 keeps the exact address: rotating gets a fresh counter each time.
-	for i, ip := range []string{"2001:db8::1", "2001:db8::1", "2001:db8::2", "2001:db8::3"} {
-		if s := decide("/exact/x", ip); s != 200 {
-			t.Fatalf("/128 request %d from %s: %d, want 200", i+1, ip, s)
+	// Sent in this order; each step says what it shows.
+	for i, step := range []struct {
+		path, ip string
+		want     int
+		what     string
+	}{
+		// Two addresses of one /56 share the default limit: the third request is over.
+		{"/x", "2001:db8:1234:5601::1", 200, "1st"},
+		{"/x", "2001:db8:1234:56ff:abcd::2", 200, "2nd"},
+		{"/x", "2001:db8:1234:5677::3", 429, "3rd address of the same /56"},
+		// The neighbouring /56 has its own counter.
+		{"/x", "2001:db8:1234:5700::1", 200, "another /56"},
+		// ipv6_subnet: 128 keeps the exact address: rotating gets a fresh counter each time.
+		{"/exact/x", "2001:db8::1", 200, "/128, 1st from ::1"},
+		{"/exact/x", "2001:db8::1", 200, "/128, 2nd from ::1"},
+		{"/exact/x", "2001:db8::2", 200, "/128, from ::2"},
+		{"/exact/x", "2001:db8::3", 200, "/128, from ::3"},
+		{"/exact/x", "2001:db8::1", 429, "/128, third from one address"},
+		// IPv4 and its IPv4-mapped spelling are one client, never masked together with others.
+		{"/x", "198.51.100.7", 200, "ipv4 1st"},
+		{"/x", "::ffff:198.51.100.7", 200, "ipv4-mapped 2nd"},
+		{"/x", "198.51.100.7", 429, "ipv4 3rd (the mapped spelling must count as the same client)"},
+		{"/x", "198.51.100.8", 200, "next ipv4 address"},
+		// An anonymous caller of a by: principal limit falls back to its masked address too.
+		{"/anon/x", "2001:db8:aaaa:bb01::1", 200, "anon 1st"},
+		{"/anon/x", "2001:db8:aaaa:bb02::1", 200, "anon 2nd"},
+		{"/anon/x", "2001:db8:aaaa:bbfe::1", 429, "anon 3rd address of the same /56"},
+	} {
+		if s := e.Decide(context.Background(), from("GET", step.path, step.ip)).Status; s != step.want {
+			t.Fatalf("step %d, %s (%s from %s): %d, want %d", i+1, step.what, step.path, step.ip, s, step.want)
 		}
-	}
-	if s := decide("/exact/x", "2001:db8::1"); s != 429 {
-		t.Fatalf("/128, third from one address: %d, want 429", s)
-	}
-
-	// IPv4 and its IPv4-mapped spelling are one client, never masked together with others.
-	if s := decide("/x", "198.51.100.7"); s != 200 {
-		t.Fatalf("ipv4 1st: %d", s)
-	}
-	if s := decide("/x", "::ffff:198.51.100.7"); s != 200 {
-		t.Fatalf("ipv4-mapped 2nd: %d", s)
-	}
-	if s := decide("/x", "198.51.100.7"); s != 429 {
-		t.Fatalf("ipv4 3rd: %d, want 429 (mapped spelling must count as the same client)", s)
-	}
-	if s := decide("/x", "198.51.100.8"); s != 200 {
-		t.Fatalf("next ipv4 address: %d, want 200", s)
-	}
-
-	// An anonymous caller of a by: principal limit falls back to its masked address too.
-	if s := decide("/anon/x", "2001:db8:aaaa:bb01::1"); s != 200 {
-		t.Fatalf("anon 1st: %d", s)
-	}
-	if s := decide("/anon/x", "2001:db8:aaaa:bb02::1"); s != 200 {
-		t.Fatalf("anon 2nd: %d", s)
-	}
-	if s := decide("/anon/x", "2001:db8:aaaa:bbfe::1"); s != 429 {
-		t.Fatalf("anon 3rd address of the same /56: %d, want 429", s)
 	}
 }
 

@@ -62,6 +62,14 @@ policies:
 // real session store, key store and limiter.
 func realEngine(t *testing.T, rc *redisconn.Client, yaml string) (*Engine, *apikeys.Store) {
 	t.Helper()
+	return wiredEngine(t, rc, yaml, Options{Limiter: ratelimit.NewLimiter(rc), Timeout: 5 * time.Second, Headers: ratelimit.FormatDraft7})
+}
+
+// wiredEngine builds an Engine on yaml as cmd/extauthz/authz.go wires one over rc: the
+// config's session store and key store, and base for the rest (limiter, timeout, headers,
+// logger, metrics).
+func wiredEngine(t *testing.T, rc *redisconn.Client, yaml string, base Options) (*Engine, *apikeys.Store) {
+	t.Helper()
 	cfg, err := config.Parse("t.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
@@ -77,11 +85,34 @@ func realEngine(t *testing.T, rc *redisconn.Client, yaml string) (*Engine, *apik
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := newEngine(t, cfg, Options{Sessions: ss, Keys: ks, Limiter: ratelimit.NewLimiter(rc), Timeout: 5 * time.Second, Headers: ratelimit.FormatDraft7})
+	base.Sessions, base.Keys = ss, ks
+	e, err := newEngine(t, cfg, base)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return e, ks
+}
+
+// issueKeys creates, on ks, a key for team-a with scope, a key for team-b without scopes, and a
+// key for team-c with scope that is then revoked.
+func issueKeys(t *testing.T, ks *apikeys.Store, scope string) (key, keyID, plain, revoked string) {
+	t.Helper()
+	ctx := t.Context()
+	key, rec, err := ks.Create(ctx, apikeys.CreateParams{Owner: "team-a", Scopes: []string{scope}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain, _, err = ks.Create(ctx, apikeys.CreateParams{Owner: "team-b"}); err != nil {
+		t.Fatal(err)
+	}
+	revoked, gone, err := ks.Create(ctx, apikeys.CreateParams{Owner: "team-c", Scopes: []string{scope}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ks.Revoke(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	return key, rec.ID, plain, revoked
 }
 
 // sessionCookie is the Cookie header a browser sends for sid, signed by express-session.
@@ -105,7 +136,6 @@ func newOptionalFixture(t *testing.T) *optionalFixture {
 	serverDo(t, srv, "SET", "sess:alice", `{"cookie":{"originalMaxAge":null},"userId":"alice","roles":["staff"],"perms":{"scopes":["reports","audit"]}}`)
 	serverDo(t, srv, "SET", "sess:bob", `{"cookie":{"originalMaxAge":null},"userId":"bob"}`)
 	serverDo(t, srv, "SET", "sess:guest", `{"cookie":{"originalMaxAge":null}}`)
-	ctx := t.Context()
 	f := &optionalFixture{
 		e:          e,
 		alice:      sessionCookie("alice", "s3cret"),
@@ -114,21 +144,8 @@ func newOptionalFixture(t *testing.T) *optionalFixture {
 		forged:     sessionCookie("alice", "not-the-secret"),
 		unknownSid: sessionCookie("nobody", "s3cret"),
 	}
-	var rec apikeys.Record
+	f.key, f.keyID, f.plainKey, f.revoked = issueKeys(t, ks, "reports")
 	var err error
-	if f.key, rec, err = ks.Create(ctx, apikeys.CreateParams{Owner: "team-a", Scopes: []string{"reports"}}); err != nil {
-		t.Fatal(err)
-	}
-	f.keyID = rec.ID
-	if f.plainKey, _, err = ks.Create(ctx, apikeys.CreateParams{Owner: "team-b"}); err != nil {
-		t.Fatal(err)
-	}
-	if f.revoked, rec, err = ks.Create(ctx, apikeys.CreateParams{Owner: "team-c", Scopes: []string{"reports"}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := ks.Revoke(ctx, rec.ID); err != nil {
-		t.Fatal(err)
-	}
 	if f.unknownKey, err = ks.Generate(); err != nil {
 		t.Fatal(err)
 	}

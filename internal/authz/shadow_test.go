@@ -16,13 +16,10 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/code"
 
 	"github.com/extauthz/extauthz/internal/apikeys"
-	"github.com/extauthz/extauthz/internal/config"
 	"github.com/extauthz/extauthz/internal/metrics"
 	"github.com/extauthz/extauthz/internal/metrics/metricstest"
 	"github.com/extauthz/extauthz/internal/ratelimit"
-	"github.com/extauthz/extauthz/internal/redisconn"
 	"github.com/extauthz/extauthz/internal/redistest"
-	"github.com/extauthz/extauthz/internal/sessions"
 )
 
 const shadowConfig = `
@@ -77,38 +74,6 @@ type shadowFixture struct {
 	keyID                                             string
 }
 
-// shadowEngine builds an Engine on yaml like cmd/extauthz/authz.go does, over rc, with lim in
-// front of Redis when it is not nil.
-func shadowEngine(t *testing.T, rc *redisconn.Client, yaml string, lim Limiter, m *metrics.Metrics, log *zap.Logger) (*Engine, *apikeys.Store) {
-	t.Helper()
-	cfg, err := config.Parse("t.yaml", []byte(yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ss, err := sessions.New(rc, sessions.Options{
-		CookieName: cfg.Sessions.Cookie, Prefix: cfg.Sessions.Prefix, Secrets: cfg.Sessions.Secrets,
-		Subject: cfg.Sessions.Subject, Headers: cfg.Sessions.Headers, Roles: cfg.Sessions.Roles,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ks, err := apikeys.New(rc, apikeys.Options{Prefix: cfg.APIKeys.Prefix, TokenPrefix: cfg.APIKeys.TokenPrefix})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if lim == nil {
-		lim = ratelimit.NewGuard(ratelimit.NewLimiter(rc), ratelimit.GuardOptions{Size: 1000, OnCacheHit: m.PolicyOverLimitCacheHits.Inc})
-	}
-	e, err := newEngine(t, cfg, Options{
-		Sessions: ss, Keys: ks, Limiter: lim, Timeout: time.Second, Headers: ratelimit.FormatDraft7,
-		Logger: log, Metrics: m, DecisionDenials: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e, ks
-}
-
 func newShadowFixture(t *testing.T, lim Limiter) *shadowFixture {
 	t.Helper()
 	srv := redistest.Start(t)
@@ -116,28 +81,16 @@ func newShadowFixture(t *testing.T, lim Limiter) *shadowFixture {
 	core, logs := observer.New(zapcore.InfoLevel)
 	f := &shadowFixture{srv: srv, m: metrics.New(), logs: logs}
 	var ks *apikeys.Store
-	f.e, ks = shadowEngine(t, rc, shadowConfig, lim, f.m, zap.New(core))
+	if lim == nil {
+		lim = ratelimit.NewGuard(ratelimit.NewLimiter(rc), ratelimit.GuardOptions{Size: 1000, OnCacheHit: f.m.PolicyOverLimitCacheHits.Inc})
+	}
+	f.e, ks = wiredEngine(t, rc, shadowConfig, Options{Limiter: lim, Timeout: time.Second, Headers: ratelimit.FormatDraft7, Logger: zap.New(core), Metrics: f.m, DecisionDenials: true})
 	serverDo(t, srv, "SET", "sess:sid-alice-0123456789", `{"cookie":{"originalMaxAge":null},"userId":"alice","role":"admin"}`)
 	serverDo(t, srv, "SET", "sess:sid-bob-0123456789", `{"cookie":{"originalMaxAge":null},"userId":"bob"}`)
 	f.alice = sessionCookie("sid-alice-0123456789", "s3cret")
 	f.bob = sessionCookie("sid-bob-0123456789", "s3cret")
 	f.forged = sessionCookie("sid-alice-0123456789", "guessed")
-	ctx := t.Context()
-	var rec apikeys.Record
-	var err error
-	if f.key, rec, err = ks.Create(ctx, apikeys.CreateParams{Owner: "team-a", Scopes: []string{"write"}}); err != nil {
-		t.Fatal(err)
-	}
-	f.keyID = rec.ID
-	if f.scopelessKey, _, err = ks.Create(ctx, apikeys.CreateParams{Owner: "team-b"}); err != nil {
-		t.Fatal(err)
-	}
-	if f.revokedKey, rec, err = ks.Create(ctx, apikeys.CreateParams{Owner: "team-c", Scopes: []string{"write"}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := ks.Revoke(ctx, rec.ID); err != nil {
-		t.Fatal(err)
-	}
+	f.key, f.keyID, f.scopelessKey, f.revokedKey = issueKeys(t, ks, "write")
 	return f
 }
 
